@@ -1,0 +1,1 @@
+"""gRPC adapters: server, listeners, interceptors and servicers; generated code lives here only."""

@@ -1,0 +1,1 @@
+"""Generated gRPC and protobuf code; do not edit."""
