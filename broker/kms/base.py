@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
 
 __all__ = ["BackendKey", "GeneratedKey", "KeyVersionInfo", "KmsBackend", "WrappedKey"]
 
@@ -93,7 +95,9 @@ class KmsBackend(Protocol):
         """Create a new version that new wraps use; old versions keep unwrapping."""
         ...
 
-    async def set_version_state(self, key_id: str, version: int, *, enabled: bool) -> KeyVersionInfo:
+    async def set_version_state(
+        self, key_id: str, version: int, *, enabled: bool
+    ) -> KeyVersionInfo:
         """Enable or disable one version; a disabled version refuses to wrap and unwrap."""
         ...
 

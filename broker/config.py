@@ -1,0 +1,367 @@
+"""Configuration: TOML file, `KEYBROKER_*` environment overrides and the seed `ECL_CRYPTO_*` names.
+
+Invalid configuration fails at start with one line naming the field and the fix; secret
+values (the local master key) never appear in messages or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from broker.errors import ConfigError
+
+__all__ = [
+    "CacheConfig",
+    "Config",
+    "KeyConfig",
+    "LoggingConfig",
+    "ServerConfig",
+    "load_config",
+]
+
+DEFAULT_SOCKET = Path("/run/keybroker/keybroker.sock")
+DEFAULT_STATE_DIR = Path("/var/lib/keybroker")
+DEV_STATE_DIR = Path(".keybroker")
+PURPOSES = ("envelope", "signing", "hmac", "asymmetric_decrypt", "derivation")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_URI = re.compile(r"^(local|aws-kms|vault-transit|gcp-kms|pkcs11)://\S+$")
+_MAX_PLAINTEXT_CEILING = 64 << 20
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_SUN_PATH_MAX = 107  # bytes a Unix socket path may have on Linux
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Where and how the daemon listens."""
+
+    socket: Path = DEFAULT_SOCKET
+    state_dir: Path = DEFAULT_STATE_DIR
+    grace_seconds: float = 10.0
+    max_plaintext_bytes: int = 4 << 20
+    max_batch_items: int = 1000
+    max_concurrent_rpcs: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """DEK cache limits (DESIGN §4); defaults are documented in docs/configuration.md."""
+
+    enabled: bool = True
+    decrypt_max_entries: int = 10_000
+    decrypt_ttl_seconds: float = 300.0
+    encrypt_max_age_seconds: float = 300.0
+    encrypt_max_messages: int = 1 << 20
+    encrypt_max_bytes: int = 1 << 34
+    lease_ttl_seconds: float = 300.0
+    lease_max_messages: int = 1 << 20
+    lease_max_bytes: int = 1 << 34
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Log level and rendering."""
+
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus endpoint; empty listen disables it."""
+
+    listen: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    """One logical key: its name, backend URI and purpose."""
+
+    name: str
+    uri: str
+    purpose: str = "envelope"
+    algorithm: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalConfig:
+    """Local backend settings; the master key is a secret and never printed."""
+
+    master_key_hex: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole daemon configuration."""
+
+    server: ServerConfig = ServerConfig()
+    cache: CacheConfig = CacheConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    local: LocalConfig = LocalConfig()
+    keys: Mapping[str, KeyConfig] = field(default_factory=dict)
+    backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    dev: bool = False
+
+
+# (section, field) bounds for numbers: (minimum, maximum)
+_BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
+    ("server", "grace_seconds"): (0, 600),
+    ("server", "max_plaintext_bytes"): (1, _MAX_PLAINTEXT_CEILING),
+    ("server", "max_batch_items"): (1, 100_000),
+    ("server", "max_concurrent_rpcs"): (1, 100_000),
+    ("cache", "decrypt_max_entries"): (0, 10_000_000),
+    ("cache", "decrypt_ttl_seconds"): (1, 86_400),
+    ("cache", "encrypt_max_age_seconds"): (1, 86_400),
+    ("cache", "encrypt_max_messages"): (1, 2**32),
+    ("cache", "encrypt_max_bytes"): (1, 2**50),
+    ("cache", "lease_ttl_seconds"): (1, 86_400),
+    ("cache", "lease_max_messages"): (1, 2**32),
+    ("cache", "lease_max_bytes"): (1, 2**50),
+}
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("logging", "level"): ("debug", "info", "warning", "error"),
+    ("logging", "format"): ("json", "console"),
+}
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "cache": CacheConfig,
+    "logging": LoggingConfig,
+    "metrics": MetricsConfig,
+}
+# environment variable -> (section, field); KEYBROKER_* first, then the seed names
+_ENV: dict[str, tuple[str, str]] = {
+    "KEYBROKER_SOCKET": ("server", "socket"),
+    "KEYBROKER_STATE_DIR": ("server", "state_dir"),
+    "KEYBROKER_GRACE_SECONDS": ("server", "grace_seconds"),
+    "KEYBROKER_MAX_PLAINTEXT_BYTES": ("server", "max_plaintext_bytes"),
+    "KEYBROKER_MAX_BATCH_ITEMS": ("server", "max_batch_items"),
+    "KEYBROKER_LOG_LEVEL": ("logging", "level"),
+    "KEYBROKER_LOG_FORMAT": ("logging", "format"),
+    "KEYBROKER_METRICS_LISTEN": ("metrics", "listen"),
+    "KEYBROKER_CACHE_ENABLED": ("cache", "enabled"),
+    "KEYBROKER_CACHE_DECRYPT_MAX_ENTRIES": ("cache", "decrypt_max_entries"),
+    "KEYBROKER_CACHE_DECRYPT_TTL_SECONDS": ("cache", "decrypt_ttl_seconds"),
+    "KEYBROKER_CACHE_ENCRYPT_MAX_AGE_SECONDS": ("cache", "encrypt_max_age_seconds"),
+    "KEYBROKER_CACHE_ENCRYPT_MAX_MESSAGES": ("cache", "encrypt_max_messages"),
+    "KEYBROKER_CACHE_ENCRYPT_MAX_BYTES": ("cache", "encrypt_max_bytes"),
+}
+_SEED_ENV: dict[str, tuple[tuple[str, str], ...]] = {
+    "ECL_CRYPTO_DEK_CACHE_ENABLED": (("cache", "enabled"),),
+    "ECL_CRYPTO_DEK_CACHE_TTL": (
+        ("cache", "decrypt_ttl_seconds"),
+        ("cache", "encrypt_max_age_seconds"),
+    ),
+    "ECL_CRYPTO_DEK_CACHE_MAX_SIZE": (("cache", "decrypt_max_entries"),),
+    "ECL_CRYPTO_DEK_CACHE_MAX_MESSAGES": (("cache", "encrypt_max_messages"),),
+    "ECL_CRYPTO_DEK_CACHE_MAX_BYTES": (("cache", "encrypt_max_bytes"),),
+}
+_SEED_URI = {
+    "local": "local://{key}",
+    "aws": "aws-kms://{key}",
+    "vault": "vault-transit://{mount}/{key}",
+    "gcp": "gcp-kms://{key}",
+}
+
+
+def _coerce(section: str, name: str, raw: object, default: object, where: str) -> object:
+    """Convert one raw value to the default's type and check bounds, naming `where` on error."""
+    label = f"{section}.{name}"
+    try:
+        if isinstance(default, bool):
+            value: object = _to_bool(raw)
+        elif isinstance(default, int):
+            value = int(str(raw), 0) if isinstance(raw, str) else _int(raw)
+        elif isinstance(default, float):
+            value = float(raw) if isinstance(raw, (int, float, str)) else _bad()
+        elif isinstance(default, Path):
+            value = Path(str(raw)).expanduser() if isinstance(raw, (str, Path)) else _bad()
+        else:
+            value = raw if isinstance(raw, str) else _bad()
+    except (TypeError, ValueError):
+        kind = type(default).__name__.replace("PosixPath", "path")
+        raise ConfigError(f"{label}: expected a {kind} (set in {where})") from None
+    bounds = _BOUNDS.get((section, name))
+    if bounds and not bounds[0] <= value <= bounds[1]:  # type: ignore[operator]
+        lo, hi = (int(b) if float(b).is_integer() else b for b in bounds)
+        raise ConfigError(f"{label}: must be between {lo} and {hi} (set in {where})")
+    choices = _CHOICES.get((section, name))
+    if choices and value not in choices:
+        raise ConfigError(f"{label}: must be one of {', '.join(choices)} (set in {where})")
+    return value
+
+
+def _bad() -> object:
+    raise TypeError
+
+
+def _int(raw: object) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
+        raise TypeError
+    return int(raw)
+
+
+def _to_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
+    raise TypeError
+
+
+def _apply(cfg: Config, section: str, values: Mapping[str, object], where: str) -> Config:
+    """Return cfg with one section's fields replaced, rejecting unknown fields."""
+    current = getattr(cfg, section)
+    known = {f.name for f in fields(current)}
+    for name in values:
+        if name not in known:
+            raise ConfigError(
+                f"{section}.{name}: unknown setting (known: {', '.join(sorted(known))}) in {where}"
+            )
+    updates = {
+        name: _coerce(section, name, raw, getattr(current, name), where)
+        for name, raw in values.items()
+    }
+    return replace(cfg, **{section: replace(current, **updates)})
+
+
+def _key(name: str, raw: object, where: str) -> KeyConfig:
+    """Validate one `[keys.NAME]` table."""
+    if not _KEY_NAME.match(name):
+        raise ConfigError(
+            f"keys.{name}: key names are 1..64 characters of [A-Za-z0-9._-] ({where})"
+        )
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"keys.{name}: expected a table with a `uri` ({where})")
+    unknown = set(raw) - {"uri", "purpose", "algorithm"}
+    if unknown:
+        raise ConfigError(f"keys.{name}.{min(unknown)}: unknown setting ({where})")
+    uri = raw.get("uri")
+    if not isinstance(uri, str) or not _URI.match(uri):
+        raise ConfigError(
+            f"keys.{name}.uri: expected local://NAME, aws-kms://…, vault-transit://MOUNT/NAME, "
+            f"gcp-kms://projects/… or pkcs11://TOKEN/LABEL ({where})"
+        )
+    purpose = raw.get("purpose", "envelope")
+    if purpose not in PURPOSES:
+        raise ConfigError(f"keys.{name}.purpose: must be one of {', '.join(PURPOSES)} ({where})")
+    algorithm = raw.get("algorithm", "")
+    if not isinstance(algorithm, str):
+        raise ConfigError(f"keys.{name}.algorithm: expected a string ({where})")
+    return KeyConfig(name=name, uri=uri, purpose=str(purpose), algorithm=algorithm)
+
+
+def _from_file(cfg: Config, path: Path) -> Config:
+    """Overlay a TOML file onto cfg."""
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config: file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    for section, values in data.items():
+        if section in _SECTIONS:
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{section}: expected a table ({where})")
+            cfg = _apply(cfg, section, values, where)
+        elif section == "keys":
+            keys = {n: _key(n, v, where) for n, v in dict(values).items()}
+            cfg = replace(cfg, keys=keys)
+        elif section == "backends":
+            cfg = replace(cfg, backends={str(k): dict(v) for k, v in dict(values).items()})
+        else:
+            known = ", ".join([*_SECTIONS, "keys", "backends"])
+            raise ConfigError(f"{section}: unknown section (known: {known}) in {where}")
+    return cfg
+
+
+def _from_seed(cfg: Config, env: Mapping[str, str]) -> Config:
+    """Serve the key named by ECL_CRYPTO_KMS_KEY_ID as logical key `default`."""
+    backend = env.get("ECL_CRYPTO_KMS_BACKEND", "").strip().lower()
+    if not backend:
+        return cfg
+    if backend not in _SEED_URI:
+        raise ConfigError(
+            f"ECL_CRYPTO_KMS_BACKEND: must be one of {', '.join(_SEED_URI)} (got {backend!r})"
+        )
+    key_id = env.get("ECL_CRYPTO_KMS_KEY_ID", "").strip()
+    if not key_id and backend != "local":
+        raise ConfigError("ECL_CRYPTO_KMS_KEY_ID: required when ECL_CRYPTO_KMS_BACKEND is set")
+    mount = env.get("ECL_CRYPTO_VAULT_MOUNT", "transit").strip("/")
+    uri = _SEED_URI[backend].format(key=key_id or "default", mount=mount)
+    keys = dict(cfg.keys)
+    keys["default"] = KeyConfig(name="default", uri=uri)
+    return replace(cfg, keys=keys)
+
+
+def _from_env(cfg: Config, env: Mapping[str, str]) -> Config:
+    """Apply seed cache names, then KEYBROKER_* overrides (the latter win)."""
+    for var, targets in _SEED_ENV.items():
+        if var in env:
+            for section, name in targets:
+                cfg = _apply(cfg, section, {name: env[var]}, var)
+    for var, (section, name) in _ENV.items():
+        if var in env:
+            cfg = _apply(cfg, section, {name: env[var]}, var)
+    master = env.get("ECL_CRYPTO_LOCAL_MASTER_KEY")
+    if master is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", master.strip()):
+            raise ConfigError(
+                "ECL_CRYPTO_LOCAL_MASTER_KEY: must be 64 hex characters (a 256-bit key); "
+                "make one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+        cfg = replace(cfg, local=LocalConfig(master_key_hex=master.strip().lower()))
+    return cfg
+
+
+def _dev_defaults(cfg: Config) -> Config:
+    """`serve --dev`: state in ./.keybroker, the three dev keys on the local backend."""
+    keys = {
+        "default": KeyConfig("default", "local://default", "envelope"),
+        "signing": KeyConfig("signing", "local://signing", "signing", "ecdsa-p384-sha384"),
+        "hmac": KeyConfig("hmac", "local://hmac", "hmac", "hmac-sha256"),
+    }
+    server = replace(cfg.server, state_dir=DEV_STATE_DIR, socket=DEV_STATE_DIR / "keybroker.sock")
+    return replace(cfg, server=server, keys=keys, dev=True)
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    dev: bool = False,
+    state_dir: Path | None = None,
+    socket: Path | None = None,
+) -> Config:
+    """Build the configuration: defaults, dev mode, a file or seed names, env, then CLI flags.
+
+    A `state_dir` given on the command line also moves the socket into it unless a socket is
+    named explicitly (flag or KEYBROKER_SOCKET).
+    """
+    env = os.environ if env is None else env
+    cfg = _dev_defaults(Config()) if dev else Config()
+    cfg = _from_file(cfg, path) if path is not None else _from_seed(cfg, env)
+    cfg = _from_env(cfg, env)
+    server = cfg.server
+    if state_dir is not None:
+        server = replace(server, state_dir=state_dir)
+        if socket is None and "KEYBROKER_SOCKET" not in env:
+            server = replace(server, socket=state_dir / "keybroker.sock")
+    if socket is not None:
+        server = replace(server, socket=socket)
+    cfg = replace(cfg, server=server)
+    if not cfg.keys:
+        raise ConfigError(
+            "keys: no keys configured; add a [keys.default] table with a uri, "
+            "set ECL_CRYPTO_KMS_BACKEND, or run `keybroker serve --dev`"
+        )
+    if len(os.fsencode(cfg.server.socket.absolute())) > _SUN_PATH_MAX:
+        raise ConfigError("server.socket: path longer than 107 bytes; choose a shorter path")
+    return cfg
