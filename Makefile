@@ -1,0 +1,52 @@
+# keybroker: `make run` starts the daemon on the local backend; `make test` runs every test.
+# Both install what they need into .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test check lint format typecheck buflint generate generate-check install test-deps clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,all]' -e clients/python
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/keybroker serve --dev
+
+test-deps: $(STAMP)
+	@if [ -x scripts/install-softhsm.sh ]; then scripts/install-softhsm.sh; fi
+
+test: test-deps generate-check
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy broker clients/python/src
+
+buflint: $(STAMP)
+	cd proto && ../$(BIN)/buf lint && ../$(BIN)/buf format --diff --exit-code
+
+generate: $(STAMP)
+	$(BIN)/python scripts/generate.py
+
+generate-check: $(STAMP)
+	$(BIN)/python scripts/generate.py --check
+
+check: lint typecheck buflint test
+
+clean:
+	rm -rf $(VENV) .keybroker .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,147 @@
+"""Composition root: the only place that wires concrete classes together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from broker.api.server import BrokerServer, Services, UnixListener
+from broker.errors import ConfigError
+from broker.kms.keyring import Keyring, load_root_key
+from broker.kms.local import LocalBackend
+from broker.logs import configure_logging
+from broker.metrics import BrokerCollector, serve_metrics
+from broker.policy.authorizer import Caller, SocketAccessAuthorizer
+from broker.services.admin import KeyAdminService
+from broker.services.deks import DekLimits, DekProvider
+from broker.services.envelope import EnvelopeLimits, EnvelopeService
+from broker.services.keys import KeyRegistry, ResolvedKey
+
+if TYPE_CHECKING:
+    from broker.api.calls import Context
+    from broker.config import Config, KeyConfig
+    from broker.kms.base import KmsBackend
+
+__all__ = ["App", "build_app", "serve"]
+
+log = structlog.get_logger("keybroker")
+_LOCAL_TYPES = {"envelope": "aes-256", "hmac": "hmac-sha256", "signing": "ecdsa-p384"}
+_SOCKET_CALLER = Caller(kind="listener", name="default")
+
+
+@dataclass
+class App:
+    """A built daemon: its server, DEK provider and backends."""
+
+    server: BrokerServer
+    deks: DekProvider
+    backends: dict[str, KmsBackend]
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        await self.server.start()
+
+    async def stop(self, grace: float) -> None:
+        """Drain calls, remove sockets, close backends."""
+        await self.server.stop(grace)
+        for backend in self.backends.values():
+            await backend.close()
+
+
+def _local_backend(cfg: Config) -> LocalBackend:
+    state = cfg.server.state_dir
+    if not state.exists():
+        state.mkdir(mode=0o750, parents=True)
+    root = load_root_key(state, cfg.local.master_key_hex)
+    return LocalBackend(Keyring.open(state / "keyring.json", root))
+
+
+def _resolve(cfg: Config) -> tuple[dict[str, ResolvedKey], dict[str, KmsBackend]]:
+    """Bind each logical key to a backend instance (one per backend kind)."""
+    backends: dict[str, KmsBackend] = {}
+    keys: dict[str, ResolvedKey] = {}
+    for name, kc in sorted(cfg.keys.items()):
+        scheme, _, key_id = kc.uri.partition("://")
+        if scheme != "local":
+            msg = f"keys.{name}.uri: the {scheme} backend is not available in this build"
+            raise ConfigError(msg)
+        local = backends.get("local")
+        if local is None:
+            local = backends["local"] = _local_backend(cfg)
+        _ensure_local(local, kc, key_id)  # type: ignore[arg-type]
+        keys[name] = ResolvedKey(name, kc.uri, kc.purpose, local, key_id)
+    return keys, backends
+
+
+def _ensure_local(backend: LocalBackend, kc: KeyConfig, key_id: str) -> None:
+    key_type = _LOCAL_TYPES.get(kc.purpose)
+    if key_type is None:
+        msg = f"keys.{kc.name}.purpose: {kc.purpose} keys are not supported by local:// keys yet"
+        raise ConfigError(msg)
+    if backend.ensure_key(key_id, key_type):
+        log.info("local_key_created", key=kc.name, type=key_type)
+
+
+def _caller(context: Context) -> Caller:
+    """Every caller of the Unix socket is the socket's identity."""
+    del context
+    return _SOCKET_CALLER
+
+
+def build_app(cfg: Config) -> App:
+    """Wire configuration into backends, services and listeners."""
+    keys, backends = _resolve(cfg)
+    c = cfg.cache
+    deks = DekProvider(
+        DekLimits(
+            c.enabled,
+            c.decrypt_max_entries,
+            c.decrypt_ttl_seconds,
+            c.encrypt_max_age_seconds,
+            c.encrypt_max_messages,
+            c.encrypt_max_bytes,
+        )
+    )
+    registry = KeyRegistry(keys)
+    authz = SocketAccessAuthorizer()
+    limits = EnvelopeLimits(
+        cfg.server.max_plaintext_bytes,
+        cfg.server.max_batch_items,
+        c.lease_ttl_seconds,
+        c.lease_max_messages,
+        c.lease_max_bytes,
+    )
+    services = Services(
+        envelope=EnvelopeService(registry, deks, authz, limits),
+        admin=KeyAdminService(registry, deks, authz),
+    )
+    server = BrokerServer(
+        services,
+        [UnixListener(cfg.server.socket, _caller)],
+        max_plaintext_bytes=cfg.server.max_plaintext_bytes,
+        max_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
+    )
+    if cfg.metrics.listen:
+        serve_metrics(cfg.metrics.listen, BrokerCollector(server.metrics, deks))
+    return App(server, deks, backends)
+
+
+async def serve(cfg: Config) -> int:
+    """Run until SIGTERM/SIGINT, then shut down gracefully; the process exit code."""
+    configure_logging(cfg.logging.level, cfg.logging.format)
+    app = build_app(cfg)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await app.start()
+    log.info("started", keys=sorted(cfg.keys), dev=cfg.dev)
+    await stopping.wait()
+    log.info("stopping", grace_seconds=cfg.server.grace_seconds)
+    await app.stop(cfg.server.grace_seconds)
+    log.info("stopped")
+    return 0

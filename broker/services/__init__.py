@@ -1,0 +1,1 @@
+"""Use cases: envelope encryption and key administration; batch-first, each taking a Caller."""
