@@ -122,8 +122,10 @@ class TestErrors:
             (
                 KEY,
                 {"KEYBROKER_CACHE_ENCRYPT_MAX_MESSAGES": str(2**33)},
-                "cache.encrypt_max_messages: must be between 1 and 4294967296 "
-                "(set in KEYBROKER_CACHE_ENCRYPT_MAX_MESSAGES)",
+                (
+                    "cache.encrypt_max_messages: must be between 1 and 4294967296 "
+                    "(set in KEYBROKER_CACHE_ENCRYPT_MAX_MESSAGES)"
+                ),
             ),
             (
                 KEY,
