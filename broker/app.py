@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from broker.api.server import BrokerServer, Services, UnixListener
+from broker.api.envelope import EnvelopeServicer
+from broker.api.gen import envelope_pb2, envelope_pb2_grpc, key_admin_pb2, key_admin_pb2_grpc
+from broker.api.key_admin import KeyAdminServicer
+from broker.api.server import BrokerServer, ServicerSpec, UnixListener
 from broker.errors import ConfigError
 from broker.kms.keyring import Keyring, load_root_key
 from broker.kms.local import LocalBackend
@@ -22,6 +25,8 @@ from broker.services.envelope import EnvelopeLimits, EnvelopeService
 from broker.services.keys import KeyRegistry, ResolvedKey
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from broker.api.calls import Context
     from broker.config import Config, KeyConfig
     from broker.kms.base import KmsBackend
@@ -92,6 +97,11 @@ def _caller(context: Context) -> Caller:
     return _SOCKET_CALLER
 
 
+def _service_name(module: ModuleType, service: str) -> str:
+    """The full gRPC name of a service declared in a generated module."""
+    return str(module.DESCRIPTOR.services_by_name[service].full_name)
+
+
 def build_app(cfg: Config) -> App:
     """Wire configuration into backends, services and listeners."""
     keys, backends = _resolve(cfg)
@@ -115,10 +125,20 @@ def build_app(cfg: Config) -> App:
         c.lease_max_messages,
         c.lease_max_bytes,
     )
-    services = Services(
-        envelope=EnvelopeService(registry, deks, authz, limits),
-        admin=KeyAdminService(registry, deks, authz),
-    )
+    envelope = EnvelopeService(registry, deks, authz, limits)
+    admin = KeyAdminService(registry, deks, authz)
+    services = [
+        ServicerSpec(
+            _service_name(envelope_pb2, "EnvelopeService"),
+            envelope_pb2_grpc.add_EnvelopeServiceServicer_to_server,
+            lambda ident, m: EnvelopeServicer(envelope, ident, m),
+        ),
+        ServicerSpec(
+            _service_name(key_admin_pb2, "KeyAdminService"),
+            key_admin_pb2_grpc.add_KeyAdminServiceServicer_to_server,
+            lambda ident, m: KeyAdminServicer(admin, ident, m),
+        ),
+    ]
     server = BrokerServer(
         services,
         [UnixListener(cfg.server.socket, _caller)],

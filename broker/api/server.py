@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -20,35 +20,32 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from broker.api.envelope import EnvelopeServicer
-from broker.api.gen import envelope_pb2, envelope_pb2_grpc, key_admin_pb2, key_admin_pb2_grpc
-from broker.api.key_admin import KeyAdminServicer
 from broker.api.metrics import RpcMetrics
 from broker.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from broker.api.calls import IdentityResolver
-    from broker.services.admin import KeyAdminService
-    from broker.services.envelope import EnvelopeService
 
-__all__ = ["BrokerServer", "Services", "UnixListener"]
+__all__ = ["BrokerServer", "ServicerSpec", "UnixListener"]
 
 log = structlog.get_logger("keybroker.server")
-_SERVICE_NAMES = (
-    envelope_pb2.DESCRIPTOR.services_by_name["EnvelopeService"].full_name,
-    key_admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"].full_name,
-)
 _MESSAGE_OVERHEAD = 1 << 20  # room for envelope headers and protobuf framing
 
 
 @dataclass(frozen=True, slots=True)
-class Services:
-    """The use cases a listener serves."""
+class ServicerSpec:
+    """One gRPC service: its full name, its generated `add_…_to_server` and a servicer factory.
 
-    envelope: EnvelopeService
-    admin: KeyAdminService
+    The factory is called once per listener with that listener's identity resolver, so every
+    listener's servicers resolve callers their own way.
+    """
+
+    name: str
+    add: Callable[[Any, grpc.aio.Server], None]
+    make: Callable[[IdentityResolver, RpcMetrics], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +89,7 @@ class BrokerServer:
 
     def __init__(
         self,
-        services: Services,
+        services: Sequence[ServicerSpec],
         listeners: list[UnixListener],
         *,
         max_plaintext_bytes: int,
@@ -100,7 +97,7 @@ class BrokerServer:
         metrics: RpcMetrics | None = None,
     ) -> None:
         """Prepare (but do not bind) every listener."""
-        self._services = services
+        self._specs = tuple(services)
         self._listeners = listeners
         self._max_message = max_plaintext_bytes + _MESSAGE_OVERHEAD
         self._max_rpcs = max_concurrent_rpcs
@@ -109,6 +106,10 @@ class BrokerServer:
         self._health: list[HealthServicer] = []
         self._locks: list[int] = []
 
+    @property
+    def _service_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self._specs)
+
     def _build(self, listener: UnixListener) -> grpc.aio.Server:
         options = [
             ("grpc.max_receive_message_length", self._max_message),
@@ -116,15 +117,11 @@ class BrokerServer:
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self._max_rpcs)
-        envelope_pb2_grpc.add_EnvelopeServiceServicer_to_server(
-            EnvelopeServicer(self._services.envelope, listener.identity, self.metrics), server
-        )
-        key_admin_pb2_grpc.add_KeyAdminServiceServicer_to_server(
-            KeyAdminServicer(self._services.admin, listener.identity, self.metrics), server
-        )
+        for spec in self._specs:
+            spec.add(spec.make(listener.identity, self.metrics), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = (*_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         self._health.append(health_servicer)
         return server
@@ -157,7 +154,7 @@ class BrokerServer:
             raise
         for servicer in self._health:
             await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-            for name in _SERVICE_NAMES:
+            for name in self._service_names:
                 await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
