@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DecryptStreamSession", "EncryptStreamSession"]
 
+
 class EncryptStreamSession:
     """Seals a stream: the header first, then segments as they fill, then the last one."""
 
