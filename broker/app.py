@@ -16,6 +16,8 @@ from broker.api.server import BrokerServer, ServicerSpec, UnixListener
 from broker.errors import ConfigError
 from broker.kms.keyring import Keyring, load_root_key
 from broker.kms.local import LocalBackend
+from broker.kms.multiwrap import MultiWrapBackend
+from broker.kms.registry import build_remote_backend
 from broker.logs import configure_logging
 from broker.metrics import BrokerCollector, serve_metrics
 from broker.policy.authorizer import Caller, SocketAccessAuthorizer
@@ -65,21 +67,42 @@ def _local_backend(cfg: Config) -> LocalBackend:
     return LocalBackend(Keyring.open(state / "keyring.json", root))
 
 
+class _BackendPool:
+    """One backend instance per backend kind, created when a key first needs it."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._cfg = cfg
+        self.local: LocalBackend | None = None
+        self.all: dict[str, KmsBackend] = {}
+
+    def member(self, kc: KeyConfig, uri: str) -> tuple[KmsBackend, str]:
+        """The backend and backend key id for one URI of a logical key."""
+        scheme, _, key_id = uri.partition("://")
+        if scheme == "local":
+            if self.local is None:
+                self.local = _local_backend(self._cfg)
+                self.all["local"] = self.local
+            _ensure_local(self.local, kc, key_id)
+            return self.local, key_id
+        if kc.purpose != "envelope":
+            msg = f"keys.{kc.name}.purpose: {kc.purpose} keys are served from local:// keys only"
+            raise ConfigError(msg)
+        if scheme not in self.all:
+            self.all[scheme] = build_remote_backend(scheme, self._cfg.backends)
+        return self.all[scheme], key_id
+
+
 def _resolve(cfg: Config) -> tuple[dict[str, ResolvedKey], dict[str, KmsBackend]]:
-    """Bind each logical key to a backend instance (one per backend kind)."""
-    backends: dict[str, KmsBackend] = {}
+    """Bind each logical key to its backend; `also_wrap` keys get a multi-wrap backend."""
+    pool = _BackendPool(cfg)
     keys: dict[str, ResolvedKey] = {}
     for name, kc in sorted(cfg.keys.items()):
-        scheme, _, key_id = kc.uri.partition("://")
-        if scheme != "local":
-            msg = f"keys.{name}.uri: the {scheme} backend is not available in this build"
-            raise ConfigError(msg)
-        local = backends.get("local")
-        if local is None:
-            local = backends["local"] = _local_backend(cfg)
-        _ensure_local(local, kc, key_id)  # type: ignore[arg-type]
-        keys[name] = ResolvedKey(name, kc.uri, kc.purpose, local, key_id)
-    return keys, backends
+        backend, key_id = pool.member(kc, kc.uri)
+        if kc.also_wrap:
+            members = [(backend, key_id), *(pool.member(kc, uri) for uri in kc.also_wrap)]
+            backend, key_id = MultiWrapBackend(members), name
+        keys[name] = ResolvedKey(name, kc.uri, kc.purpose, backend, key_id)
+    return keys, pool.all
 
 
 def _ensure_local(backend: LocalBackend, kc: KeyConfig, key_id: str) -> None:

@@ -87,6 +87,7 @@ class KeyConfig:
     uri: str
     purpose: str = "envelope"
     algorithm: str = ""
+    also_wrap: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,18 @@ _SEED_ENV: dict[str, tuple[tuple[str, str], ...]] = {
     "ECL_CRYPTO_DEK_CACHE_MAX_MESSAGES": (("cache", "encrypt_max_messages"),),
     "ECL_CRYPTO_DEK_CACHE_MAX_BYTES": (("cache", "encrypt_max_bytes"),),
 }
+# environment variable -> (backend table, field); applied over the config file too
+_BACKEND_ENV: dict[str, tuple[str, str]] = {
+    "ECL_CRYPTO_AWS_REGION": ("aws", "region"),
+    "ECL_CRYPTO_AWS_ENDPOINT_URL": ("aws", "endpoint_url"),
+    "ECL_CRYPTO_AWS_PROFILE": ("aws", "profile"),
+    "ECL_CRYPTO_VAULT_ADDR": ("vault", "address"),
+    "ECL_CRYPTO_VAULT_TOKEN": ("vault", "token"),
+    "ECL_CRYPTO_VAULT_NAMESPACE": ("vault", "namespace"),
+    "ECL_CRYPTO_GCP_CREDENTIALS_FILE": ("gcp", "credentials_file"),
+    "ECL_CRYPTO_GCP_ENDPOINT": ("gcp", "endpoint"),
+}
+_MAX_ALSO_WRAP = 3
 _SEED_URI = {
     "local": "local://{key}",
     "aws": "aws-kms://{key}",
@@ -239,7 +252,7 @@ def _key(name: str, raw: object, where: str) -> KeyConfig:
         )
     if not isinstance(raw, Mapping):
         raise ConfigError(f"keys.{name}: expected a table with a `uri` ({where})")
-    unknown = set(raw) - {"uri", "purpose", "algorithm"}
+    unknown = set(raw) - {"uri", "purpose", "algorithm", "also_wrap"}
     if unknown:
         raise ConfigError(f"keys.{name}.{min(unknown)}: unknown setting ({where})")
     uri = raw.get("uri")
@@ -254,7 +267,14 @@ def _key(name: str, raw: object, where: str) -> KeyConfig:
     algorithm = raw.get("algorithm", "")
     if not isinstance(algorithm, str):
         raise ConfigError(f"keys.{name}.algorithm: expected a string ({where})")
-    return KeyConfig(name=name, uri=uri, purpose=str(purpose), algorithm=algorithm)
+    also = raw.get("also_wrap", [])
+    if not isinstance(also, list) or not all(isinstance(u, str) and _URI.match(u) for u in also):
+        raise ConfigError(f"keys.{name}.also_wrap: expected a list of key URIs ({where})")
+    if len(also) > _MAX_ALSO_WRAP:
+        raise ConfigError(f"keys.{name}.also_wrap: at most {_MAX_ALSO_WRAP} URIs ({where})")
+    return KeyConfig(
+        name=name, uri=uri, purpose=str(purpose), algorithm=algorithm, also_wrap=tuple(also)
+    )
 
 
 def _from_file(cfg: Config, path: Path) -> Config:
@@ -318,7 +338,11 @@ def _from_env(cfg: Config, env: Mapping[str, str]) -> Config:
                 "make one with: python -c 'import secrets; print(secrets.token_hex(32))'"
             )
         cfg = replace(cfg, local=LocalConfig(master_key_hex=master.strip().lower()))
-    return cfg
+    backends = {name: dict(table) for name, table in cfg.backends.items()}
+    for var, (table, name) in _BACKEND_ENV.items():
+        if env.get(var):
+            backends.setdefault(table, {})[name] = env[var]
+    return replace(cfg, backends=backends)
 
 
 def _dev_defaults(cfg: Config) -> Config:

@@ -34,7 +34,12 @@ class Daemon:
     """A daemon process on its own state dir, with stubs connected to its socket."""
 
     def __init__(
-        self, state_dir: Path, env: dict[str, str] | None = None, *, metrics: bool = True
+        self,
+        state_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        metrics: bool = True,
+        config: Path | None = None,
     ) -> None:
         """Prepare (not start) a daemon whose state lives in state_dir."""
         self.state_dir = state_dir
@@ -45,6 +50,7 @@ class Daemon:
         if self.metrics_port:
             self.env["KEYBROKER_METRICS_LISTEN"] = f"127.0.0.1:{self.metrics_port}"
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
+        self.config_args = ["--config", str(config)] if config else []
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
 
@@ -60,6 +66,7 @@ class Daemon:
                     "--dev",
                     "--state-dir",
                     str(self.state_dir),
+                    *self.config_args,
                     *extra,
                 ],
                 env=self.env,
