@@ -169,7 +169,7 @@ def build_app(cfg: Config) -> App:
         max_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
     )
     if cfg.metrics.listen:
-        serve_metrics(cfg.metrics.listen, BrokerCollector(server.metrics, deks))
+        serve_metrics(cfg.metrics.listen, BrokerCollector(server.metrics, deks, backends))
     return App(server, deks, backends)
 
 

@@ -218,6 +218,8 @@ class TestOutages:
                 _encrypt(uncached, "on-vault", b"x", {})
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert time.monotonic() - started < 0.5, "the open breaker fails fast"
+            open_state = {"backend": "vault-transit", "state": "open"}
+            assert uncached.metric("keybroker_kms_breaker_state", **open_state) == 1
             assert _encrypt(uncached, "on-aws", b"other backends serve on", {}).ciphertext
         finally:
             servers.bao.start()
