@@ -12,15 +12,16 @@ import structlog
 from broker.api.envelope import EnvelopeServicer
 from broker.api.gen import envelope_pb2, envelope_pb2_grpc, key_admin_pb2, key_admin_pb2_grpc
 from broker.api.key_admin import KeyAdminServicer
-from broker.api.server import BrokerServer, ServicerSpec, UnixListener
+from broker.api.server import BrokerServer, ServicerSpec
+from broker.app_crypto import crypto_services
+from broker.app_security import Security, build_security, harden
 from broker.errors import ConfigError
 from broker.kms.keyring import Keyring, load_root_key
-from broker.kms.local import LocalBackend
+from broker.kms.local import LocalBackend, local_key_type
 from broker.kms.multiwrap import MultiWrapBackend
 from broker.kms.registry import build_remote_backend
 from broker.logs import configure_logging
 from broker.metrics import BrokerCollector, serve_metrics
-from broker.policy.authorizer import Caller, SocketAccessAuthorizer
 from broker.services.admin import KeyAdminService
 from broker.services.deks import DekLimits, DekProvider
 from broker.services.envelope import EnvelopeLimits, EnvelopeService
@@ -29,15 +30,12 @@ from broker.services.keys import KeyRegistry, ResolvedKey
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from broker.api.calls import Context
     from broker.config import Config, KeyConfig
     from broker.kms.base import KmsBackend
 
 __all__ = ["App", "build_app", "serve"]
 
 log = structlog.get_logger("keybroker")
-_LOCAL_TYPES = {"envelope": "aes-256", "hmac": "hmac-sha256", "signing": "ecdsa-p384"}
-_SOCKET_CALLER = Caller(kind="listener", name="default")
 
 
 @dataclass
@@ -47,16 +45,21 @@ class App:
     server: BrokerServer
     deks: DekProvider
     backends: dict[str, KmsBackend]
+    security: Security | None = None
 
     async def start(self) -> None:
         """Bind and serve."""
         await self.server.start()
+        if self.security is not None:
+            await self.security.start()
 
     async def stop(self, grace: float) -> None:
         """Drain calls, remove sockets, close backends."""
         await self.server.stop(grace)
         for backend in self.backends.values():
             await backend.close()
+        if self.security is not None:
+            await self.security.stop()
 
 
 def _local_backend(cfg: Config) -> LocalBackend:
@@ -106,18 +109,13 @@ def _resolve(cfg: Config) -> tuple[dict[str, ResolvedKey], dict[str, KmsBackend]
 
 
 def _ensure_local(backend: LocalBackend, kc: KeyConfig, key_id: str) -> None:
-    key_type = _LOCAL_TYPES.get(kc.purpose)
-    if key_type is None:
-        msg = f"keys.{kc.name}.purpose: {kc.purpose} keys are not supported by local:// keys yet"
-        raise ConfigError(msg)
+    try:
+        key_type = local_key_type(kc.purpose, kc.algorithm)
+    except ValueError as exc:
+        field = "algorithm" if kc.algorithm else "purpose"
+        raise ConfigError(f"keys.{kc.name}.{field}: {exc}") from None
     if backend.ensure_key(key_id, key_type):
         log.info("local_key_created", key=kc.name, type=key_type)
-
-
-def _caller(context: Context) -> Caller:
-    """Every caller of the Unix socket is the socket's identity."""
-    del context
-    return _SOCKET_CALLER
 
 
 def _service_name(module: ModuleType, service: str) -> str:
@@ -140,7 +138,8 @@ def build_app(cfg: Config) -> App:
         )
     )
     registry = KeyRegistry(keys)
-    authz = SocketAccessAuthorizer()
+    security = build_security(cfg)
+    authz = security.authorizer
     limits = EnvelopeLimits(
         cfg.server.max_plaintext_bytes,
         cfg.server.max_batch_items,
@@ -148,7 +147,7 @@ def build_app(cfg: Config) -> App:
         c.lease_max_messages,
         c.lease_max_bytes,
     )
-    envelope = EnvelopeService(registry, deks, authz, limits)
+    envelope = EnvelopeService(registry, deks, authz, limits, audit=security.observer)
     admin = KeyAdminService(registry, deks, authz)
     services = [
         ServicerSpec(
@@ -161,26 +160,32 @@ def build_app(cfg: Config) -> App:
             key_admin_pb2_grpc.add_KeyAdminServiceServicer_to_server,
             lambda ident, m: KeyAdminServicer(admin, ident, m),
         ),
+        *crypto_services(cfg, registry, authz, security.observer),
     ]
     server = BrokerServer(
         services,
-        [UnixListener(cfg.server.socket, _caller)],
+        security.listeners,
         max_plaintext_bytes=cfg.server.max_plaintext_bytes,
         max_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
+        observer=security.observer,
     )
     if cfg.metrics.listen:
-        serve_metrics(cfg.metrics.listen, BrokerCollector(server.metrics, deks, backends))
-    return App(server, deks, backends)
+        metrics = serve_metrics(cfg.metrics.listen, BrokerCollector(server.metrics, deks, backends))
+        metrics.register(security.collector())
+    return App(server, deks, backends, security)
 
 
 async def serve(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully; the process exit code."""
     configure_logging(cfg.logging.level, cfg.logging.format)
+    harden(cfg)
     app = build_app(cfg)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    if app.security is not None:
+        loop.add_signal_handler(signal.SIGHUP, app.security.on_sighup)
     await app.start()
     log.info("started", keys=sorted(cfg.keys), dev=cfg.dev)
     await stopping.wait()

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from broker import __version__
+from broker import __version__, cli_security
 from broker.config import load_config
 from broker.errors import BrokerError, ConfigError
 
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
+    cli_security.add_parsers(sub)
     return p
 
 
@@ -60,6 +61,8 @@ def _run(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config, dev=args.dev, state_dir=args.state_dir, socket=args.socket)
         return asyncio.run(serve(cfg))
+    if args.command in ("policy", "audit"):
+        return cli_security.run(args)
     if args.command == "config":
         cfg = load_config(args.file)
         print(f"{args.file}: ok ({len(cfg.keys)} keys, socket {cfg.server.socket})")

@@ -14,11 +14,20 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from broker.config_security import (
+    ListenerConfig,
+    PolicyConfig,
+    check_secret_file,
+    parse_listeners,
+    parse_policy_section,
+)
 from broker.errors import ConfigError
 
 __all__ = [
+    "AuditConfig",
     "CacheConfig",
     "Config",
+    "HashingConfig",
     "KeyConfig",
     "LoggingConfig",
     "ServerConfig",
@@ -47,6 +56,7 @@ class ServerConfig:
     max_plaintext_bytes: int = 4 << 20
     max_batch_items: int = 1000
     max_concurrent_rpcs: int = 1000
+    allow_root: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """Audit log (docs/audit.md); an empty file means STATE_DIR/audit.log."""
+
+    enabled: bool = True
+    file: str = ""
+    stdout: bool = False
+    fail_closed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HashingConfig:
+    """Password hashing and PBKDF2 work pool; 0 concurrent jobs means budget / 64 MiB."""
+
+    max_concurrent: int = 0
+    memory_budget_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
 class KeyConfig:
     """One logical key: its name, backend URI and purpose."""
 
@@ -109,6 +137,10 @@ class Config:
     keys: Mapping[str, KeyConfig] = field(default_factory=dict)
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     dev: bool = False
+    audit: AuditConfig = AuditConfig()
+    listeners: tuple[ListenerConfig, ...] = ()
+    policy: PolicyConfig | None = None
+    hashing: HashingConfig = HashingConfig()
 
 
 # (section, field) bounds for numbers: (minimum, maximum)
@@ -125,6 +157,8 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("cache", "lease_ttl_seconds"): (1, 86_400),
     ("cache", "lease_max_messages"): (1, 2**32),
     ("cache", "lease_max_bytes"): (1, 2**50),
+    ("hashing", "max_concurrent"): (0, 256),
+    ("hashing", "memory_budget_bytes"): (64 << 20, 1 << 40),
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("logging", "level"): ("debug", "info", "warning", "error"),
@@ -135,6 +169,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "cache": CacheConfig,
     "logging": LoggingConfig,
     "metrics": MetricsConfig,
+    "audit": AuditConfig,
+    "hashing": HashingConfig,
 }
 # environment variable -> (section, field); KEYBROKER_* first, then the seed names
 _ENV: dict[str, tuple[str, str]] = {
@@ -146,6 +182,13 @@ _ENV: dict[str, tuple[str, str]] = {
     "KEYBROKER_LOG_LEVEL": ("logging", "level"),
     "KEYBROKER_LOG_FORMAT": ("logging", "format"),
     "KEYBROKER_METRICS_LISTEN": ("metrics", "listen"),
+    "KEYBROKER_ALLOW_ROOT": ("server", "allow_root"),
+    "KEYBROKER_AUDIT_ENABLED": ("audit", "enabled"),
+    "KEYBROKER_AUDIT_FILE": ("audit", "file"),
+    "KEYBROKER_AUDIT_STDOUT": ("audit", "stdout"),
+    "KEYBROKER_AUDIT_FAIL_CLOSED": ("audit", "fail_closed"),
+    "KEYBROKER_HASHING_MAX_CONCURRENT": ("hashing", "max_concurrent"),
+    "KEYBROKER_HASHING_MEMORY_BUDGET_BYTES": ("hashing", "memory_budget_bytes"),
     "KEYBROKER_CACHE_ENABLED": ("cache", "enabled"),
     "KEYBROKER_CACHE_DECRYPT_MAX_ENTRIES": ("cache", "decrypt_max_entries"),
     "KEYBROKER_CACHE_DECRYPT_TTL_SECONDS": ("cache", "decrypt_ttl_seconds"),
@@ -286,6 +329,7 @@ def _from_file(cfg: Config, path: Path) -> Config:
         raise ConfigError(f"config: file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    check_secret_file(path, data)
     for section, values in data.items():
         if section in _SECTIONS:
             if not isinstance(values, Mapping):
@@ -296,8 +340,12 @@ def _from_file(cfg: Config, path: Path) -> Config:
             cfg = replace(cfg, keys=keys)
         elif section == "backends":
             cfg = replace(cfg, backends={str(k): dict(v) for k, v in dict(values).items()})
+        elif section == "listeners":
+            cfg = replace(cfg, listeners=parse_listeners(values, where))
+        elif section == "policy":
+            cfg = replace(cfg, policy=parse_policy_section(values, path))
         else:
-            known = ", ".join([*_SECTIONS, "keys", "backends"])
+            known = ", ".join([*_SECTIONS, "keys", "backends", "listeners", "policy"])
             raise ConfigError(f"{section}: unknown section (known: {known}) in {where}")
     return cfg
 

@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from broker.api.metrics import RpcMetrics
     from broker.policy.authorizer import Caller
 
-__all__ = ["IdentityResolver", "ServicerBase", "streaming", "unary"]
+__all__ = [
+    "UNOBSERVED",
+    "CallObserver",
+    "IdentityResolver",
+    "ObservedCall",
+    "ServicerBase",
+    "streaming",
+    "unary",
+]
 
 log = structlog.get_logger("keybroker.rpc")
 Req = TypeVar("Req")
@@ -41,8 +49,77 @@ class IdentityResolver(Protocol):
         ...
 
 
+class ObservedCall(Protocol):
+    """One call as the audit trail and rate limits see it (see api/audit_calls.py)."""
+
+    request_id: str
+
+    def attest(self, caller: Caller) -> Caller:
+        """Remember who is calling; returns the caller."""
+        ...
+
+    def flush(self) -> None:
+        """Record decisions made so far (before a stream releases data)."""
+        ...
+
+    def end(self, code: str, response: object | None) -> None:
+        """Record the finished call; raises when the record cannot be kept."""
+        ...
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Record a failed call; the exception to report (an audit failure wins)."""
+        ...
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        """Trailing metadata for the reply: request id, retry-after-ms when limited."""
+        ...
+
+
+class CallObserver(Protocol):
+    """Sees every call from start to reply."""
+
+    def begin(self, method: str, request_id: str) -> ObservedCall:
+        """Start observing one call."""
+        ...
+
+
+class _Unobserved:
+    """The observer of servicers built without one: keeps the request id only."""
+
+    def __init__(self, request_id: str = "") -> None:
+        self.request_id = request_id
+
+    def begin(self, method: str, request_id: str) -> _Unobserved:
+        del method
+        return _Unobserved(request_id)
+
+    def attest(self, caller: Caller) -> Caller:
+        return caller
+
+    def flush(self) -> None:
+        pass
+
+    def end(self, code: str, response: object | None) -> None:
+        del code, response
+
+    def fail(self, exc: BaseException) -> BaseException:
+        return exc
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        return ((REQUEST_ID_METADATA_KEY, self.request_id),)
+
+
+UNOBSERVED: CallObserver = _Unobserved()
+
+
 class ServicerBase:
-    """State every servicer needs: the listener's identity resolver and the RPC metrics."""
+    """State every servicer needs: the listener's identity resolver and the RPC metrics.
+
+    `observer` is the daemon's audit and rate-limit hook; BrokerServer sets it on each
+    servicer it builds.
+    """
+
+    observer: CallObserver = UNOBSERVED
 
     def __init__(self, identity: IdentityResolver, metrics: RpcMetrics) -> None:
         """Bind the servicer to one listener's identity source."""
@@ -50,15 +127,14 @@ class ServicerBase:
         self.metrics = metrics
 
 
-async def _fail(context: Context, method: str, request_id: str, exc: BaseException) -> None:
+async def _fail(context: Context, method: str, call: ObservedCall, exc: BaseException) -> None:
     code, message, reason = status_for(exc)
+    request_id = call.request_id
     if isinstance(exc, BrokerError) and code != grpc.StatusCode.INTERNAL:
         log.info("rpc_failed", method=method, request_id=request_id, code=code.name, reason=reason)
     else:
         log.error("rpc_internal_error", method=method, request_id=request_id, exc_info=exc)
-    context.set_trailing_metadata(
-        ((REASON_METADATA_KEY, reason), (REQUEST_ID_METADATA_KEY, request_id))
-    )
+    context.set_trailing_metadata(((REASON_METADATA_KEY, reason), *call.trailers()))
     await context.abort(code, message)
 
 
@@ -75,14 +151,18 @@ def unary(
     ) -> Callable[[S, Req, Context], Awaitable[Resp]]:
         @functools.wraps(fn)
         async def handler(self: S, request: Req, context: Context) -> Resp:
-            request_id, started = secrets.token_hex(8), time.perf_counter()
+            call, started = self.observer.begin(method, secrets.token_hex(8)), time.perf_counter()
             try:
-                response = await fn(self, request, self.identity(context))
+                response = await fn(self, request, call.attest(self.identity(context)))
+                call.end("OK", response)
             except Exception as exc:
-                self.metrics.observe(method, status_for(exc)[0].name, time.perf_counter() - started)
-                await _fail(context, method, request_id, exc)
+                failure = call.fail(exc)
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(method, status_for(failure)[0].name, elapsed)
+                await _fail(context, method, call, failure)
                 raise AssertionError from exc  # pragma: no cover - abort always raises
             self.metrics.observe(method, "OK", time.perf_counter() - started)
+            context.set_trailing_metadata(call.trailers())
             return response
 
         return handler
@@ -105,15 +185,20 @@ def streaming(
         async def handler(
             self: S, requests: AsyncIterator[Req], context: Context
         ) -> AsyncIterator[Resp]:
-            request_id, started = secrets.token_hex(8), time.perf_counter()
+            call, started = self.observer.begin(method, secrets.token_hex(8)), time.perf_counter()
             try:
-                async for response in fn(self, requests, self.identity(context)):
+                async for response in fn(self, requests, call.attest(self.identity(context))):
+                    call.flush()
                     yield response
+                call.end("OK", None)
             except Exception as exc:  # noqa: BLE001 - every failure is mapped and logged
-                self.metrics.observe(method, status_for(exc)[0].name, time.perf_counter() - started)
-                await _fail(context, method, request_id, exc)
+                failure = call.fail(exc)
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(method, status_for(failure)[0].name, elapsed)
+                await _fail(context, method, call, failure)
                 return
             self.metrics.observe(method, "OK", time.perf_counter() - started)
+            context.set_trailing_metadata(call.trailers())
 
         return handler
 

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import structlog
@@ -20,16 +20,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from broker.api.calls import ServicerBase
 from broker.api.metrics import RpcMetrics
+from broker.api.sockets import apply_ownership, bind_umask
 from broker.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from broker.api.calls import IdentityResolver
+    from broker.api.calls import CallObserver, IdentityResolver
 
-__all__ = ["BrokerServer", "ServicerSpec", "UnixListener"]
+__all__ = [
+    "BrokerServer",
+    "SelfBoundListener",
+    "ServicerSpec",
+    "UnixListener",
+    "lock_socket",
+    "prepare_socket_dir",
+]
 
 log = structlog.get_logger("keybroker.server")
 _MESSAGE_OVERHEAD = 1 << 20  # room for envelope headers and protobuf framing
@@ -50,11 +59,38 @@ class ServicerSpec:
 
 @dataclass(frozen=True, slots=True)
 class UnixListener:
-    """A Unix socket with its file mode and the identity source for its callers."""
+    """A Unix socket with its file mode, owner, group and the identity source for its callers.
+
+    `owner`/`group` None keep the daemon's own; see api/sockets.py for the order they apply in.
+    """
 
     path: Path
     identity: IdentityResolver
     mode: int = 0o660
+    owner: int | None = None
+    group: int | None = None
+
+
+class SelfBoundListener(Protocol):
+    """A listener that binds its gRPC server itself (peercred front proxy, mTLS over TCP)."""
+
+    identity: IdentityResolver
+
+    async def bind(self, server: grpc.aio.Server) -> None:
+        """Lock and bind before the server starts; ConfigError when it cannot."""
+        ...
+
+    async def serve(self) -> None:
+        """Start accepting once the server runs."""
+        ...
+
+    async def stop_accepting(self) -> None:
+        """Take no new connections (in-flight calls continue)."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything after the server stopped."""
+        ...
 
 
 def _lock(path: Path) -> int:
@@ -82,19 +118,27 @@ def _prepare_dir(path: Path) -> None:
     if directory.stat().st_mode & 0o002:
         msg = f"{directory} is writable by other users; run chmod o-w {directory}"
         raise ConfigError(msg)
+    if directory.stat().st_uid not in (0, os.geteuid()):
+        msg = f"{directory} belongs to another user, who could replace the socket; chown it"
+        raise ConfigError(msg)
+
+
+prepare_socket_dir = _prepare_dir
+lock_socket = _lock
 
 
 class BrokerServer:
     """All listeners of one daemon, their health state and their lifecycle."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only settings after the two collaborators
         self,
         services: Sequence[ServicerSpec],
-        listeners: list[UnixListener],
+        listeners: Sequence[UnixListener | SelfBoundListener],
         *,
         max_plaintext_bytes: int,
         max_concurrent_rpcs: int = 1000,
         metrics: RpcMetrics | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         """Prepare (but do not bind) every listener."""
         self._specs = tuple(services)
@@ -105,12 +149,15 @@ class BrokerServer:
         self._servers: list[grpc.aio.Server] = []
         self._health: list[HealthServicer] = []
         self._locks: list[int] = []
+        self._observer = observer
+        self._unix: list[UnixListener] = []
+        self._bound: list[SelfBoundListener] = []
 
     @property
     def _service_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self._specs)
 
-    def _build(self, listener: UnixListener) -> grpc.aio.Server:
+    def _build(self, listener: UnixListener | SelfBoundListener) -> grpc.aio.Server:
         options = [
             ("grpc.max_receive_message_length", self._max_message),
             ("grpc.max_send_message_length", self._max_message),
@@ -118,7 +165,10 @@ class BrokerServer:
         ]
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self._max_rpcs)
         for spec in self._specs:
-            spec.add(spec.make(listener.identity, self.metrics), server)
+            servicer = spec.make(listener.identity, self.metrics)
+            if self._observer is not None and isinstance(servicer, ServicerBase):
+                servicer.observer = self._observer
+            spec.add(servicer, server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -127,23 +177,25 @@ class BrokerServer:
         return server
 
     def _bind(self, server: grpc.aio.Server, listener: UnixListener) -> None:
-        """Bind the socket with the listener's mode already applied (umask, no window)."""
-        umask = 0o777 & ~listener.mode
-        previous = os.umask(umask)
-        try:
+        """Bind with no window: umask, then owner/group, then mode (api/sockets.py)."""
+        owner, group = listener.owner, listener.group
+        with bind_umask(listener.mode, owner=owner, group=group):
             port = server.add_insecure_port(f"unix:{listener.path.absolute()}")
-        finally:
-            os.umask(previous)
         if port == 0:  # pragma: no cover - grpc reports bind failures this way
             msg = f"could not bind {listener.path}; check the directory and permissions"
             raise ConfigError(msg)
+        apply_ownership(listener.path, listener.mode, owner=owner, group=group)
 
     async def start(self) -> None:
         """Lock, bind and start every listener, then report SERVING."""
         try:
             for listener in self._listeners:
+                if not isinstance(listener, UnixListener):
+                    await self._start_bound(listener)
+                    continue
                 _prepare_dir(listener.path)
                 self._locks.append(_lock(listener.path))
+                self._unix.append(listener)
                 server = self._build(listener)
                 self._bind(server, listener)
                 await server.start()
@@ -157,16 +209,30 @@ class BrokerServer:
             for name in self._service_names:
                 await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def _start_bound(self, listener: SelfBoundListener) -> None:
+        server = self._build(listener)
+        self._bound.append(listener)
+        await listener.bind(server)
+        await server.start()
+        self._servers.append(server)
+        await listener.serve()
+
     async def stop(self, grace: float) -> None:
         """NOT_SERVING, let in-flight calls finish within grace, remove sockets, unlock."""
         for servicer in self._health:
             await servicer.enter_graceful_shutdown()
+        for bound in self._bound:
+            await bound.stop_accepting()
         for server in self._servers:
             await server.stop(grace)
         self._servers.clear()
-        for listener in self._listeners[: len(self._locks)]:
+        for bound in self._bound:
+            await bound.close()
+        self._bound.clear()
+        for listener in self._unix:
             with contextlib.suppress(FileNotFoundError):
                 listener.path.unlink()
+        self._unix.clear()
         for fd in self._locks:
             os.close(fd)
         self._locks.clear()

@@ -9,7 +9,23 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-__all__ = ["BackendKey", "GeneratedKey", "KeyVersionInfo", "KmsBackend", "WrappedKey"]
+__all__ = [
+    "BackendKey",
+    "Decryption",
+    "DecryptionBackend",
+    "DerivedSecret",
+    "GeneratedKey",
+    "KeyVersionInfo",
+    "KmsBackend",
+    "MacBackend",
+    "MacResult",
+    "PublicKeyBackend",
+    "PublicKeyInfo",
+    "SecretBackend",
+    "SignResult",
+    "SigningBackend",
+    "WrappedKey",
+]
 
 VersionState = Literal["enabled", "disabled"]
 
@@ -107,4 +123,116 @@ class KmsBackend(Protocol):
 
     async def close(self) -> None:
         """Release connections and threads."""
+        ...
+
+
+# Narrow interfaces for keys that never leave their backend: asymmetric keys, HMAC keys and
+# derivation secrets. A backend implements the ones its keys support (the local keyring all
+# of them; AWS KMS Sign/Verify/GenerateMac or Vault transit sign/hmac later). `key_version`
+# 0 means "current" when producing and "every enabled version" when verifying. Errors are
+# broker.errors classes: KmsKeyNotFoundError, KeyStateError (disabled or unknown version),
+# WrongKeyPurposeError, InvalidRequestError (input the algorithm refuses),
+# VerificationFailedError, DecryptionFailedError.
+
+
+@dataclass(frozen=True, slots=True)
+class SignResult:
+    """A signature and the key version and algorithm that made it."""
+
+    signature: bytes
+    key_version: int
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeyInfo:
+    """The public half of one version of an asymmetric key."""
+
+    pem: str
+    key_version: int
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decryption:
+    """A plaintext and the key version that decrypted it."""
+
+    plaintext: bytes = field(repr=False)
+    key_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class MacResult:
+    """A MAC and the key version that made it."""
+
+    mac: bytes
+    key_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedSecret:
+    """Key material derived from a backend secret, and the secret's version."""
+
+    key: bytes = field(repr=False)
+    key_version: int
+
+
+@runtime_checkable
+class PublicKeyBackend(Protocol):
+    """Serves the public halves of asymmetric keys."""
+
+    async def public_key(self, key_id: str, key_version: int) -> PublicKeyInfo:
+        """The SubjectPublicKeyInfo PEM of a version (0 = current)."""
+        ...
+
+
+@runtime_checkable
+class SigningBackend(PublicKeyBackend, Protocol):
+    """Signs with private keys that stay in the backend (AWS KMS Sign, Vault transit sign)."""
+
+    async def sign(self, key_id: str, message: bytes, *, prehashed: bool) -> SignResult:
+        """Sign a message, or its digest when `prehashed`, with the current version."""
+        ...
+
+    async def verify(
+        self, key_id: str, key_version: int, message: bytes, signature: bytes, *, prehashed: bool
+    ) -> int:
+        """The version whose key verifies the signature; VerificationFailedError if none does."""
+        ...
+
+
+@runtime_checkable
+class DecryptionBackend(PublicKeyBackend, Protocol):
+    """Decrypts with RSA-OAEP private keys that stay in the backend."""
+
+    async def decrypt(
+        self, key_id: str, key_version: int, ciphertext: bytes, label: bytes
+    ) -> Decryption:
+        """The plaintext of one version (0 = current); DecryptionFailedError for any failure."""
+        ...
+
+
+@runtime_checkable
+class MacBackend(Protocol):
+    """Computes and checks HMAC-SHA256 under keys that stay in the backend."""
+
+    async def mac(self, key_id: str, data: bytes, *, key_version: int = 0) -> MacResult:
+        """The MAC of data under a version (0 = current)."""
+        ...
+
+    async def verify_mac(self, key_id: str, key_version: int, data: bytes, mac: bytes) -> int:
+        """The version whose key made the MAC (compared in constant time)."""
+        ...
+
+    async def derived_mac(self, key_id: str, label: bytes, data: bytes, length: int) -> MacResult:
+        """A MAC under a key derived for `label` from the current version (blind indexes)."""
+        ...
+
+
+@runtime_checkable
+class SecretBackend(Protocol):
+    """Derives keys from secrets that stay in the backend."""
+
+    async def derive(self, key_id: str, *, salt: bytes, info: bytes, length: int) -> DerivedSecret:
+        """HKDF-SHA256 output from the current version of the secret."""
         ...

@@ -13,43 +13,75 @@ import struct
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from broker.core import asymmetric, signatures
 from broker.core.context import canonical_context
 from broker.errors import KeyStateError, KmsInvalidCiphertextError, KmsKeyNotFoundError
 from broker.kms.base import BackendKey, GeneratedKey, KeyVersionInfo, WrappedKey
+from broker.kms.local_keys import SIGNING_TYPES, LocalKeyOperations
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from broker.kms.keyring import Keyring
 
-__all__ = ["KEY_TYPES", "LocalBackend", "new_material"]
+__all__ = ["KEY_TYPES", "LOCAL_ALGORITHMS", "LocalBackend", "local_key_type", "new_material"]
 
 _WRAP_AAD = b"keybroker/local/v1"
 _NONCE = 12
 _WRAPPED_LEN = _NONCE + 32 + 16
-# key type -> algorithm name reported by DescribeKey
+# key type -> algorithm name reported by DescribeKey (and accepted as `algorithm` in config)
 KEY_TYPES = {
     "aes-256": "aes-256-gcm",
     "hmac-sha256": "hmac-sha256",
     "ecdsa-p384": "ecdsa-p384-sha384",
+    "ecdsa-p256": "ecdsa-p256-sha256",
+    "ed25519": "ed25519",
+    "rsa-pss-3072": "rsa-pss-3072-sha256",
+    "rsa-pss-4096": "rsa-pss-4096-sha256",
+    "rsa-oaep-4096": "rsa-oaep-4096-sha256",
+    "secret-256": "secret-256",
 }
+# key purpose -> the algorithms a local key of that purpose may have; the first is the default
+LOCAL_ALGORITHMS = {
+    "envelope": ("aes-256-gcm",),
+    "signing": (
+        "ecdsa-p384-sha384",
+        "ecdsa-p256-sha256",
+        "ed25519",
+        "rsa-pss-3072-sha256",
+        "rsa-pss-4096-sha256",
+    ),
+    "hmac": ("hmac-sha256",),
+    "asymmetric_decrypt": ("rsa-oaep-4096-sha256",),
+    "derivation": ("secret-256",),
+}
+_TYPE_OF = {algorithm: key_type for key_type, algorithm in KEY_TYPES.items()}
+
+
+def local_key_type(purpose: str, algorithm: str) -> str:
+    """The keyring type for a purpose and algorithm ("" = the purpose's default).
+
+    Raises ValueError naming the algorithms the purpose allows.
+    """
+    allowed = LOCAL_ALGORITHMS.get(purpose)
+    if allowed is None:
+        raise ValueError(f"{purpose} keys are not supported by local:// keys")
+    chosen = algorithm or allowed[0]
+    if chosen not in allowed:
+        raise ValueError(f"{purpose} keys take one of {', '.join(allowed)} (got {chosen!r})")
+    return _TYPE_OF[chosen]
 
 
 def new_material(key_type: str) -> bytes:
     """Generate fresh material for a key type (private keys as unencrypted PKCS#8 DER)."""
-    if key_type in ("aes-256", "hmac-sha256"):
+    if key_type in ("aes-256", "hmac-sha256", "secret-256"):
         return os.urandom(32)
-    if key_type == "ecdsa-p384":
-        key = ec.generate_private_key(ec.SECP384R1())
-        return key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    if key_type in SIGNING_TYPES:
+        return signatures.generate_private_key(SIGNING_TYPES[key_type])
+    if key_type == "rsa-oaep-4096":
+        return asymmetric.generate_private_key()
     raise ValueError(f"unknown local key type {key_type!r}; known: {', '.join(KEY_TYPES)}")
 
 
@@ -64,14 +96,17 @@ def _aad(name: str, version: int, context: Mapping[str, str]) -> bytes:
     )
 
 
-class LocalBackend:
-    """KmsBackend over the local keyring; material stays in this process."""
+class LocalBackend(LocalKeyOperations):
+    """KmsBackend over the local keyring; material stays in this process.
+
+    Signing, RSA-OAEP, HMAC and derivation keys are served by LocalKeyOperations.
+    """
 
     scheme = "local"
 
     def __init__(self, keyring: Keyring) -> None:
         """Serve the keys of an opened keyring."""
-        self._ring = keyring
+        super().__init__(keyring)
         self._ciphers: dict[tuple[str, int], AESGCM] = {}
         self._lock = asyncio.Lock()
 
@@ -165,7 +200,7 @@ class LocalBackend:
             key_type = self._ring.key_type(key_id)
             if key_type is None:
                 raise KmsKeyNotFoundError
-            material = new_material(key_type)
+            material = await asyncio.to_thread(new_material, key_type)  # RSA takes ~1 s
             await asyncio.to_thread(self._ring.add_version, key_id, material)
             return self._describe(key_id)
 
@@ -189,5 +224,6 @@ class LocalBackend:
         """The keyring is in memory; always healthy once opened."""
 
     async def close(self) -> None:
-        """Drop cached ciphers."""
+        """Drop cached ciphers and loaded keys."""
         self._ciphers.clear()
+        self.forget_keys()

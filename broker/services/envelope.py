@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from broker.core.aead import AeadError
 from broker.core.context import ContextError, canonical_context, parse_canonical_context
@@ -36,6 +36,7 @@ from broker.errors import (
     KmsKeyNotFoundError,
     WrongKeyPurposeError,
 )
+from broker.services.audit import NO_AUDIT
 from broker.services.keys import check_key_name
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from broker.core.aead import DataKey
     from broker.policy.authorizer import Authorizer, Caller
+    from broker.services.audit import AuditSink
     from broker.services.deks import DekProvider
     from broker.services.keys import KeyRegistry, ResolvedKey
 
@@ -57,8 +59,18 @@ __all__ = [
     "Sealed",
 ]
 
+
+class _Keyed(Protocol):
+    """A batch result naming the key version it used (for the audit trail)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def key_version(self) -> int: ...
+
+
 T = TypeVar("T")
-R = TypeVar("R")
+R = TypeVar("R", bound=_Keyed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +160,15 @@ def _parse(ciphertext: bytes) -> tuple[Header, bytes]:
 class EnvelopeService:
     """Seals and opens envelopes for authorized callers."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - each argument is a narrow interface this use case needs
         self,
         keys: KeyRegistry,
         deks: DekProvider,
         authorizer: Authorizer,
         limits: EnvelopeLimits,
         wall_clock: Callable[[], float] = time.time,
+        *,
+        audit: AuditSink = NO_AUDIT,
     ) -> None:
         """Wire the narrow interfaces this use case needs."""
         self._keys = keys
@@ -162,6 +176,7 @@ class EnvelopeService:
         self._authz = authorizer
         self._limits = limits
         self._wall = wall_clock
+        self._audit = audit
 
     def _check_batch(self, n: int) -> None:
         if n > self._limits.max_batch_items:
@@ -185,18 +200,24 @@ class EnvelopeService:
         return self._keys.get(name)
 
     async def _batch(
-        self, items: Sequence[T], one: Callable[[T], Awaitable[R]]
+        self, operation: str, items: Sequence[T], one: Callable[[T], Awaitable[R]]
     ) -> list[R | BrokerError]:
-        """Run items concurrently; user errors become results, other errors fail the batch."""
+        """Run items concurrently; user errors become results, other errors fail the batch.
+
+        Each item's outcome goes to the audit sink before the batch answers.
+        """
         self._check_batch(len(items))
 
         async def guarded(item: T) -> R | BrokerError:
             try:
-                return await one(item)
-            except KmsError:
+                result = await one(item)
+            except Exception as exc:
+                self._audit.item(operation, key="", key_version=0, error=exc)
+                if isinstance(exc, BrokerError) and not isinstance(exc, KmsError):
+                    return exc
                 raise
-            except BrokerError as exc:
-                return exc
+            self._audit.item(operation, key=result.key, key_version=result.key_version, error=None)
+            return result
 
         return list(await asyncio.gather(*(guarded(i) for i in items)))
 
@@ -204,7 +225,9 @@ class EnvelopeService:
         self, caller: Caller, items: Sequence[EncryptItem]
     ) -> list[Sealed | BrokerError]:
         """Seal each item under its key's current version."""
-        return await self._batch(items, lambda i: self._encrypt_one(caller, i, "encrypt"))
+        return await self._batch(
+            "encrypt", items, lambda i: self._encrypt_one(caller, i, "encrypt")
+        )
 
     async def _encrypt_one(self, caller: Caller, item: EncryptItem, op: str) -> Sealed:
         canonical = _canonical(item.context)
@@ -220,7 +243,9 @@ class EnvelopeService:
         self, caller: Caller, items: Sequence[DecryptItem]
     ) -> list[Opened | BrokerError]:
         """Open each envelope with the context it was sealed with."""
-        return await self._batch(items, lambda i: self._decrypt_one(caller, i, "decrypt"))
+        return await self._batch(
+            "decrypt", items, lambda i: self._decrypt_one(caller, i, "decrypt")
+        )
 
     async def _decrypt_one(self, caller: Caller, item: DecryptItem, op: str) -> Opened:
         presented = _canonical(item.context)
@@ -263,7 +288,7 @@ class EnvelopeService:
         self, caller: Caller, items: Sequence[RewrapItem]
     ) -> list[Sealed | BrokerError]:
         """Re-seal each envelope under the current version of its (or another) key."""
-        return await self._batch(items, lambda i: self._rewrap_one(caller, i))
+        return await self._batch("rewrap", items, lambda i: self._rewrap_one(caller, i))
 
     async def _rewrap_one(self, caller: Caller, item: RewrapItem) -> Sealed:
         header, _ = _parse(item.ciphertext)

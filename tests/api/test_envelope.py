@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.api.gen import envelope_pb2 as pb
-from broker.api.gen import key_admin_pb2, token_pb2, token_pb2_grpc
+from broker.api.gen import key_admin_pb2
 
 FIXED = "ciphertext could not be decrypted"
 MiB = 1 << 20
@@ -236,14 +236,6 @@ class TestBadInput:
         with pytest.raises(grpc.RpcError) as info:
             list(daemon.envelope.EncryptStream(iter([pb.EncryptStreamRequest(chunk=b"x")])))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-    def test_unimplemented_services(self, daemon):
-        """Services of later versions answer UNIMPLEMENTED."""
-        with pytest.raises(grpc.RpcError) as info:
-            token_pb2_grpc.TokenServiceStub(daemon.channel).GenerateToken(
-                token_pb2.GenerateTokenRequest()
-            )
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 class TestOtherOperations:
