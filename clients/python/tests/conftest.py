@@ -58,19 +58,75 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             pytest.fail("keybroker daemon ignored SIGTERM")
 
 
-@pytest.fixture(scope="session")
-def daemon_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Run `python -m broker serve --dev` in a fresh state directory; yield its socket."""
-    state = tmp_path_factory.mktemp("kb")
-    socket = state / "keybroker.sock"
-    log = state / "daemon.log"
+def _clean_env() -> dict[str, str]:
+    """The test's environment without keybroker or seed settings, with the repo importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYBROKER_", "ECL_CRYPTO_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    argv = [sys.executable, "-m", "broker", "serve", "--dev", "--state-dir", str(state)]
+    return env
+
+
+def _run_daemon(state: Path, socket: Path, args: list[str]) -> Iterator[Path]:
+    """Start `python -m broker serve ARGS` in state, yield the socket once SERVING, then stop."""
+    log = state / "daemon.log"
+    argv = [sys.executable, "-m", "broker", "serve", *args]
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=state, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, cwd=state, env=_clean_env(), stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_until_serving(process, socket, log)
         yield socket
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def daemon_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run `python -m broker serve --dev` in a fresh state directory; yield its socket."""
+    state = tmp_path_factory.mktemp("kb")
+    socket = state / "keybroker.sock"
+    yield from _run_daemon(state, socket, ["--dev", "--state-dir", str(state)])
+
+
+# Every key purpose the daemon serves, on the local backend.
+KEYS_CONFIG = """
+[server]
+socket = "{socket}"
+state_dir = "{state}"
+allow_root = {allow_root}
+
+[keys.default]
+uri = "local://default"
+
+[keys.signing]
+uri = "local://signing"
+purpose = "signing"
+
+[keys.hmac]
+uri = "local://hmac"
+purpose = "hmac"
+
+[keys.rsa]
+uri = "local://rsa"
+purpose = "asymmetric_decrypt"
+
+[keys.derive]
+uri = "local://derive"
+purpose = "derivation"
+"""
+
+
+@pytest.fixture(scope="session")
+def keys_daemon_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run the daemon from a config file with every key purpose; yield its socket.
+
+    Keys: default (envelope), signing (ECDSA P-384), hmac (HMAC-SHA256), rsa
+    (RSA-OAEP decryption) and derive (HKDF secret).
+    """
+    state = tmp_path_factory.mktemp("kbkeys")
+    socket = state / "keybroker.sock"
+    config = state / "keybroker.toml"
+    # CI containers often run tests as root, which the daemon refuses unless told otherwise.
+    allow_root = "true" if os.geteuid() == 0 else "false"
+    config.write_text(KEYS_CONFIG.format(socket=socket, state=state, allow_root=allow_root))
+    yield from _run_daemon(state, socket, ["--config", str(config)])

@@ -1,9 +1,12 @@
-"""Python client for keybroker, the local key-broker daemon serving envelope encryption.
+"""Python client for keybroker, the local key-broker daemon.
 
 ``Client`` (blocking) and ``AsyncClient`` (asyncio) talk gRPC to the daemon's Unix socket,
 found through ``socket=``, ``KEYBROKER_SOCKET``, ``./.keybroker/keybroker.sock`` or
-``/run/keybroker/keybroker.sock``. ``encrypt``/``decrypt`` are the seed-style shortcuts
-that return and accept the base64 text form. Every failure is a ``KeybrokerError``.
+``/run/keybroker/keybroker.sock``: envelope encryption, signatures, RSA-OAEP, password
+hashing, digests, HMACs and blind indexes, key derivation and tokens, all with keys the
+broker holds. ``encrypt``/``decrypt`` are the seed-style shortcuts that return and accept
+the base64 text form; ``keybroker_client.compat`` is the whole seed-compatible API. Every
+failure is a ``KeybrokerError``.
 """
 
 from ._aio import AsyncClient

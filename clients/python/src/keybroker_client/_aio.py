@@ -9,11 +9,11 @@ import grpc
 import grpc.aio
 
 from . import _convert as cv
+from ._aio_ops import AsyncClientOperations, AsyncStubs
 from ._channel import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, check_timeout, resolve_socket, target_for
 from ._errors import DecryptionError, EncryptionError, KeybrokerError, KMSError, error_from_rpc
-from ._gen.envelope_pb2_grpc import EnvelopeServiceStub
-from ._gen.key_admin_pb2_grpc import KeyAdminServiceStub
 from ._lease import DataKeyLease
+from ._public_keys import PublicKeyCache
 from ._sources import SourceGuard, aiter_chunks, check_chunk_size, check_source
 
 if TYPE_CHECKING:
@@ -30,13 +30,11 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._gen.envelope_pb2_grpc import EnvelopeServiceAsyncStub
-    from ._gen.key_admin_pb2_grpc import KeyAdminServiceAsyncStub
     from ._keys import KeyInfo
 
 __all__ = ["AsyncClient"]
 
 _Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
 _Chunked = TypeVar("_Chunked", bound=cv.StreamResponse)
 _DEFAULT_CHUNK = 1 << 20
 
@@ -50,11 +48,12 @@ async def _with_start(
         yield wrap(chunk)
 
 
-class AsyncClient:
+class AsyncClient(AsyncClientOperations):
     """Asyncio client for the keybroker daemon; use one instance per event loop.
 
     The channel is created on first use inside the running loop; ``await close()`` (or
-    ``async with``) releases it. Deadlines work as in ``Client``.
+    ``async with``) releases it. Deadlines work as in ``Client``. Signing, hashing,
+    derivation and token calls come from ``AsyncClientOperations``.
     """
 
     def __init__(
@@ -65,26 +64,25 @@ class AsyncClient:
         self._socket = resolve_socket(socket)
         self._target = target_for(self._socket)
         self._channel: grpc.aio.Channel | None = None
-        self._envelope_stub: EnvelopeServiceAsyncStub | None = None
-        self._admin_stub: KeyAdminServiceAsyncStub | None = None
+        self._stub_set: AsyncStubs | None = None
+        self._public_keys = PublicKeyCache()
 
     @property
     def socket(self) -> Path:
         """The socket path this client dials, for logs and error reports."""
         return self._socket
 
-    def _stubs(self) -> tuple[EnvelopeServiceAsyncStub, KeyAdminServiceAsyncStub]:
+    def _stubs(self) -> AsyncStubs:
         """Create the channel inside the running loop, since aio channels belong to one loop."""
-        if self._envelope_stub is None or self._admin_stub is None:
+        if self._stub_set is None:
             self._channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
-            self._envelope_stub = EnvelopeServiceStub(self._channel)
-            self._admin_stub = KeyAdminServiceStub(self._channel)
-        return self._envelope_stub, self._admin_stub
+            self._stub_set = AsyncStubs.on(self._channel)
+        return self._stub_set
 
     async def close(self) -> None:
         """Close the channel; a later call opens a new one."""
         channel, self._channel = self._channel, None
-        self._envelope_stub = self._admin_stub = None
+        self._stub_set = None
         if channel is not None:
             await channel.close(grace=None)
 
@@ -105,19 +103,6 @@ class AsyncClient:
         """Name the socket, which is what one needs to know when debugging a client."""
         return f"AsyncClient(socket={str(self._socket)!r}, timeout={self._timeout})"
 
-    async def _unary(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
-        request: _Req,
-        operation_error: type[KeybrokerError],
-        timeout: float | None,
-    ) -> _Resp:
-        """Make one unary call with the deadline, mapping any failure to a client exception."""
-        try:
-            return await method(request, timeout=check_timeout(timeout, self._timeout))
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, operation_error, target=self._target) from exc
-
     async def encrypt(
         self,
         plaintext: bytes,
@@ -129,7 +114,7 @@ class AsyncClient:
     ) -> bytes:
         """Seal plaintext under a logical key; the same context must be given to decrypt."""
         request = cv.encrypt_request(plaintext, key, context, store_context=store_context)
-        envelope, _ = self._stubs()
+        envelope = self._stubs().envelope
         response = await self._unary(envelope.Encrypt, request, EncryptionError, timeout)
         return response.ciphertext
 
@@ -142,7 +127,7 @@ class AsyncClient:
     ) -> bytes:
         """Open an envelope; raises DecryptionError for a wrong context or a damaged envelope."""
         request = cv.decrypt_request(ciphertext, context)
-        envelope, _ = self._stubs()
+        envelope = self._stubs().envelope
         response = await self._unary(envelope.Decrypt, request, DecryptionError, timeout)
         return response.plaintext
 
@@ -156,7 +141,7 @@ class AsyncClient:
     ) -> bytes:
         """Re-seal an envelope under its key's current version (or another key) after rotation."""
         request = cv.rewrap_request(ciphertext, context, destination_key)
-        envelope, _ = self._stubs()
+        envelope = self._stubs().envelope
         response = await self._unary(envelope.Rewrap, request, EncryptionError, timeout)
         return response.ciphertext
 
@@ -169,7 +154,7 @@ class AsyncClient:
     ) -> tuple[bytes, bytes]:
         """Return a fresh 256-bit key and its envelope, for callers that encrypt themselves."""
         request = cv.generate_data_key_request(key, context)
-        envelope, _ = self._stubs()
+        envelope = self._stubs().envelope
         response = await self._unary(envelope.GenerateDataKey, request, EncryptionError, timeout)
         return response.plaintext, response.ciphertext
 
@@ -183,7 +168,7 @@ class AsyncClient:
     ) -> list[bytes | KeybrokerError]:
         """Seal many plaintexts in one call; failed items come back as exceptions, in order."""
         request = cv.encrypt_batch_request(plaintexts, key, context)
-        envelope, _ = self._stubs()
+        envelope = self._stubs().envelope
         response = await self._unary(envelope.EncryptBatch, request, EncryptionError, timeout)
         return cv.encrypt_batch_results(response)
 
@@ -196,7 +181,7 @@ class AsyncClient:
     ) -> list[bytes | KeybrokerError]:
         """Open many envelopes in one call; failed items come back as exceptions, in order."""
         request = cv.decrypt_batch_request(ciphertexts, context)
-        envelope, _ = self._stubs()
+        envelope = self._stubs().envelope
         response = await self._unary(envelope.DecryptBatch, request, DecryptionError, timeout)
         return cv.decrypt_batch_results(response)
 
@@ -249,7 +234,7 @@ class AsyncClient:
     ) -> AsyncIterator[bytes]:
         """Run a bidirectional stream; the caller's own source errors win over CANCELLED."""
         guard = SourceGuard()
-        envelope, _ = self._stubs()  # here, inside the loop that iterates the stream
+        envelope = self._stubs().envelope  # here, inside the loop that iterates the stream
         call = method_of(envelope)(guard.awrap(requests), timeout=deadline)
         try:
             async for response in call:
@@ -275,7 +260,7 @@ class AsyncClient:
     ) -> DataKeyLease:
         """Lease a data key to seal many envelopes locally without one RPC each."""
         request = cv.lease_request(key, context)
-        envelope, _ = self._stubs()
+        envelope = self._stubs().envelope
         return DataKeyLease(
             await self._unary(envelope.LeaseDataKey, request, EncryptionError, timeout)
         )
@@ -283,17 +268,22 @@ class AsyncClient:
     async def describe_key(self, key: str, *, timeout: float | None = None) -> KeyInfo:
         """Describe one logical key: backend, purpose and versions, never key material."""
         request = cv.describe_key_request(key)
-        _, admin = self._stubs()
+        admin = self._stubs().admin
         return cv.key_info((await self._unary(admin.DescribeKey, request, KMSError, timeout)).key)
 
     async def list_keys(self, *, timeout: float | None = None) -> list[KeyInfo]:
         """List the keys this caller may see, in name order."""
-        _, admin = self._stubs()
+        admin = self._stubs().admin
         response = await self._unary(admin.ListKeys, cv.list_keys_request(), KMSError, timeout)
         return [cv.key_info(k) for k in response.keys]
 
     async def rotate_key(self, key: str, *, timeout: float | None = None) -> KeyInfo:
         """Create a new key version; new envelopes use it and old ones still decrypt."""
         request = cv.rotate_key_request(key)
-        _, admin = self._stubs()
-        return cv.key_info((await self._unary(admin.RotateKey, request, KMSError, timeout)).key)
+        admin = self._stubs().admin
+        try:
+            response = await self._unary(admin.RotateKey, request, KMSError, timeout)
+        finally:
+            # Even a timed-out rotation may have happened: refetch the public key next time.
+            self._public_keys.forget(key)
+        return cv.key_info(response.key)

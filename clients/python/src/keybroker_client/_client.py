@@ -9,6 +9,7 @@ import grpc
 
 from . import _convert as cv
 from ._channel import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, check_timeout, resolve_socket, target_for
+from ._client_ops import ClientOperations
 from ._errors import (
     DecryptionError,
     EncryptionError,
@@ -32,16 +33,16 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 _Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
 _Chunked = TypeVar("_Chunked", bound=cv.StreamResponse)
 _DEFAULT_CHUNK = 1 << 20
 
 
-class Client:
+class Client(ClientOperations):
     """Blocking client for the keybroker daemon; share one instance across threads.
 
     Every call has a deadline (``timeout`` seconds, default 10) that a call's own
-    ``timeout=`` overrides; for streams it covers the whole stream.
+    ``timeout=`` overrides; for streams it covers the whole stream. Signing, hashing,
+    derivation and token calls come from ``ClientOperations``.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Client:
         self._channel = grpc.insecure_channel(self._target, options=CHANNEL_OPTIONS)
         self._envelope = EnvelopeServiceStub(self._channel)
         self._admin = KeyAdminServiceStub(self._channel)
+        self._bind_operations(self._channel)
 
     @property
     def socket(self) -> Path:
@@ -80,19 +82,6 @@ class Client:
     def __repr__(self) -> str:
         """Name the socket, which is what one needs to know when debugging a client."""
         return f"Client(socket={str(self._socket)!r}, timeout={self._timeout})"
-
-    def _unary(
-        self,
-        method: grpc.UnaryUnaryMultiCallable[_Req, _Resp],
-        request: _Req,
-        operation_error: type[KeybrokerError],
-        timeout: float | None,
-    ) -> _Resp:
-        """Make one unary call with the deadline, mapping any failure to a client exception."""
-        try:
-            return method(request, timeout=check_timeout(timeout, self._timeout))
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, operation_error, target=self._target) from exc
 
     def encrypt(
         self,
@@ -259,4 +248,8 @@ class Client:
     def rotate_key(self, key: str, *, timeout: float | None = None) -> KeyInfo:
         """Create a new key version; new envelopes use it and old ones still decrypt."""
         request = cv.rotate_key_request(key)
-        return cv.key_info(self._unary(self._admin.RotateKey, request, KMSError, timeout).key)
+        try:
+            return cv.key_info(self._unary(self._admin.RotateKey, request, KMSError, timeout).key)
+        finally:
+            # Even a timed-out rotation may have happened: refetch the public key next time.
+            self._public_keys.forget(key)

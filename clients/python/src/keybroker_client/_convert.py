@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
-from ._errors import DecryptionError, EncryptionError, KeybrokerError, error_from_item
+from ._errors import (
+    DecryptionError,
+    EncryptionError,
+    InvalidParameterError,
+    KeybrokerError,
+    error_from_item,
+)
 from ._gen import envelope_pb2 as env_pb
 from ._gen import key_admin_pb2 as admin_pb
 from ._keys import KeyInfo, KeyVersionInfo
@@ -24,6 +30,10 @@ __all__ = [
     "Context",
     "StreamResponse",
     "check_bytes",
+    "check_context",
+    "check_count",
+    "check_key",
+    "check_sequence",
     "decrypt_batch_request",
     "decrypt_batch_results",
     "decrypt_request",
@@ -64,14 +74,14 @@ def check_bytes(name: str, value: object) -> bytes:
     raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
 
 
-def _check_key(key: object, name: str = "key") -> str:
+def check_key(key: object, name: str = "key") -> str:
     """Keys are names; catching a wrong type here beats a protobuf TypeError later."""
     if not isinstance(key, str):
         raise TypeError(f"{name} must be str, not {type(key).__name__}")
     return key
 
 
-def _check_context(context: Context) -> dict[str, str]:
+def check_context(context: Context) -> dict[str, str]:
     """Contexts are str→str; the daemon checks sizes and counts against its limits."""
     if context is None:
         return {}
@@ -82,14 +92,28 @@ def _check_context(context: Context) -> dict[str, str]:
     return pairs
 
 
+_UINT32_MAX = 2**32 - 1
+
+
+def check_count(name: str, value: object) -> int:
+    """Sizes and counts are positive ints; zero is refused since the wire reads it as "default"."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 1 <= value <= _UINT32_MAX:
+        raise InvalidParameterError(
+            f"{name} must be a positive integer, got {value}", reason="INVALID_ARGUMENT"
+        )
+    return value
+
+
 def encrypt_request(
     plaintext: object, key: str, context: Context, *, store_context: bool = False
 ) -> env_pb.EncryptRequest:
     """Build an Encrypt request (also one EncryptBatch item)."""
     return env_pb.EncryptRequest(
-        key=_check_key(key),
+        key=check_key(key),
         plaintext=check_bytes("plaintext", plaintext),
-        context=_check_context(context),
+        context=check_context(context),
         store_context=bool(store_context),
     )
 
@@ -97,7 +121,7 @@ def encrypt_request(
 def decrypt_request(ciphertext: object, context: Context) -> env_pb.DecryptRequest:
     """Build a Decrypt request (also one DecryptBatch item)."""
     return env_pb.DecryptRequest(
-        ciphertext=check_bytes("ciphertext", ciphertext), context=_check_context(context)
+        ciphertext=check_bytes("ciphertext", ciphertext), context=check_context(context)
     )
 
 
@@ -107,26 +131,26 @@ def rewrap_request(
     """Build a Rewrap request; no destination means the envelope's own key."""
     return env_pb.RewrapRequest(
         ciphertext=check_bytes("ciphertext", ciphertext),
-        context=_check_context(context),
-        destination_key="" if destination_key is None else _check_key(destination_key),
+        context=check_context(context),
+        destination_key="" if destination_key is None else check_key(destination_key),
     )
 
 
 def generate_data_key_request(key: str, context: Context) -> env_pb.GenerateDataKeyRequest:
     """Build a GenerateDataKey request that returns the plaintext key too."""
-    return env_pb.GenerateDataKeyRequest(key=_check_key(key), context=_check_context(context))
+    return env_pb.GenerateDataKeyRequest(key=check_key(key), context=check_context(context))
 
 
 def lease_request(key: str, context: Context) -> env_pb.LeaseDataKeyRequest:
     """Build a LeaseDataKey request."""
-    return env_pb.LeaseDataKeyRequest(key=_check_key(key), context=_check_context(context))
+    return env_pb.LeaseDataKeyRequest(key=check_key(key), context=check_context(context))
 
 
 def encrypt_batch_request(
     plaintexts: Sequence[bytes], key: str, context: Context
 ) -> env_pb.EncryptBatchRequest:
     """Build an EncryptBatch request: every item under the same key and context."""
-    _check_sequence("plaintexts", plaintexts)
+    check_sequence("plaintexts", plaintexts)
     return env_pb.EncryptBatchRequest(items=[encrypt_request(p, key, context) for p in plaintexts])
 
 
@@ -134,11 +158,11 @@ def decrypt_batch_request(
     ciphertexts: Sequence[bytes], context: Context
 ) -> env_pb.DecryptBatchRequest:
     """Build a DecryptBatch request: every item with the same context."""
-    _check_sequence("ciphertexts", ciphertexts)
+    check_sequence("ciphertexts", ciphertexts)
     return env_pb.DecryptBatchRequest(items=[decrypt_request(c, context) for c in ciphertexts])
 
 
-def _check_sequence(name: str, items: object) -> None:
+def check_sequence(name: str, items: object) -> None:
     """A bare bytes value is a sequence of ints; refuse it instead of sending single bytes."""
     if isinstance(items, (bytes, bytearray, memoryview, str)):
         raise TypeError(f"{name} must be a sequence of bytes items, not a single value")
@@ -149,14 +173,14 @@ def encrypt_stream_start(
 ) -> env_pb.EncryptStreamRequest:
     """Build the first EncryptStream message, which carries the parameters."""
     start = env_pb.EncryptStreamStart(
-        key=_check_key(key), context=_check_context(context), store_context=bool(store_context)
+        key=check_key(key), context=check_context(context), store_context=bool(store_context)
     )
     return env_pb.EncryptStreamRequest(start=start)
 
 
 def decrypt_stream_start(context: Context) -> env_pb.DecryptStreamRequest:
     """Build the first DecryptStream message, which carries the context."""
-    start = env_pb.DecryptStreamStart(context=_check_context(context))
+    start = env_pb.DecryptStreamStart(context=check_context(context))
     return env_pb.DecryptStreamRequest(start=start)
 
 
@@ -172,7 +196,7 @@ def decrypt_stream_chunk(chunk: bytes) -> env_pb.DecryptStreamRequest:
 
 def describe_key_request(key: str) -> admin_pb.DescribeKeyRequest:
     """Build a DescribeKey request."""
-    return admin_pb.DescribeKeyRequest(key=_check_key(key))
+    return admin_pb.DescribeKeyRequest(key=check_key(key))
 
 
 def list_keys_request() -> admin_pb.ListKeysRequest:
@@ -182,7 +206,7 @@ def list_keys_request() -> admin_pb.ListKeysRequest:
 
 def rotate_key_request(key: str) -> admin_pb.RotateKeyRequest:
     """Build a RotateKey request."""
-    return admin_pb.RotateKeyRequest(key=_check_key(key))
+    return admin_pb.RotateKeyRequest(key=check_key(key))
 
 
 def encrypt_batch_results(

@@ -18,7 +18,7 @@ from ._errors import DecryptionError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["decrypt", "encrypt"]
+__all__ = ["decrypt", "encrypt", "shared_client"]
 
 # Binary envelopes start with their format byte; base64 text never contains these bytes.
 _FORMAT_BYTES = frozenset({0x01, 0x02})
@@ -52,6 +52,11 @@ class _SharedClient:
 
 _shared = _SharedClient()
 atexit.register(_shared.reset)
+
+
+def shared_client() -> Client:
+    """The one lazily created Client behind the module functions and the compat modules."""
+    return _shared.get()
 
 
 def encrypt(

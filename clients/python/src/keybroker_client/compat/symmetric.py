@@ -1,0 +1,125 @@
+"""The seed's ``symmetric`` module: AES-256-GCM with a caller-held key, and envelope encryption.
+
+``generate_key``, ``encrypt`` and ``decrypt`` run locally on pyca/cryptography with the
+seed's text format, so existing ciphertexts keep decrypting::
+
+    base64( nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes) )     standard alphabet, padded
+
+``envelope_encrypt`` and ``envelope_decrypt`` call the broker, which holds the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from typing import TYPE_CHECKING, Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keybroker_client import _facade
+from keybroker_client._convert import check_bytes
+from keybroker_client._errors import DecryptionError, EncryptionError
+
+from ._util import invalid, text_or_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "TAG_SIZE",
+    "decrypt",
+    "encrypt",
+    "envelope_decrypt",
+    "envelope_encrypt",
+    "generate_key",
+]
+
+KEY_SIZE: Final = 32
+NONCE_SIZE: Final = 12
+TAG_SIZE: Final = 16
+_DECRYPTION_FAILED: Final = "ciphertext could not be decrypted"
+
+
+def generate_key() -> bytes:
+    """Return a fresh random 256-bit AES key; the caller stores and protects it."""
+    return AESGCM.generate_key(bit_length=KEY_SIZE * 8)
+
+
+def _aead(key: object) -> AESGCM:
+    """Accept only a 32-byte key: the seed's format is AES-256 and nothing weaker."""
+    raw = check_bytes("key", key)
+    if len(raw) != KEY_SIZE:
+        raise invalid(f"key must be {KEY_SIZE} bytes (AES-256), got {len(raw)}")
+    return AESGCM(raw)
+
+
+def _associated(associated_data: object) -> bytes | None:
+    """None authenticates nothing extra; text is taken as UTF-8 as the seed did."""
+    return None if associated_data is None else text_or_bytes("associated_data", associated_data)
+
+
+def encrypt(plaintext: bytes | str, key: bytes, associated_data: bytes | str | None = None) -> str:
+    """Encrypt locally with AES-256-GCM under a caller-held key; returns the seed's base64 text."""
+    aead = _aead(key)
+    data = text_or_bytes("plaintext", plaintext)
+    nonce = os.urandom(NONCE_SIZE)
+    try:
+        sealed = aead.encrypt(nonce, data, _associated(associated_data))
+    except OverflowError:
+        raise EncryptionError("plaintext too large for AES-GCM") from None
+    return base64.b64encode(nonce + sealed).decode("ascii")
+
+
+def _failed() -> DecryptionError:
+    """One fixed message for every failure, so nothing about the cause can be probed."""
+    return DecryptionError(_DECRYPTION_FAILED, reason="DECRYPTION_FAILED")
+
+
+def _sealed_bytes(ciphertext: object) -> bytes:
+    """Decode the base64 text (str or ASCII bytes) and check it can hold a nonce and a tag."""
+    if isinstance(ciphertext, str):
+        text = ciphertext.encode("ascii", errors="replace")
+    else:
+        text = check_bytes("ciphertext", ciphertext)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise _failed() from None
+    if len(raw) < NONCE_SIZE + TAG_SIZE:
+        raise _failed()
+    return raw
+
+
+def decrypt(
+    ciphertext: str | bytes, key: bytes, associated_data: bytes | str | None = None
+) -> bytes:
+    """Decrypt what ``encrypt`` returned; any tampering raises DecryptionError."""
+    aead = _aead(key)
+    raw = _sealed_bytes(ciphertext)
+    try:
+        return aead.decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], _associated(associated_data))
+    except InvalidTag:
+        raise _failed() from None
+
+
+def envelope_encrypt(
+    plaintext: bytes | str,
+    *,
+    key_id: str = "default",
+    context: Mapping[str, str] | None = None,
+) -> str:
+    """Encrypt in the broker under a key it holds; returns the envelope as base64 text."""
+    return _facade.encrypt(plaintext, key=key_id, context=context)
+
+
+def envelope_decrypt(
+    encrypted_data: str | bytes,
+    *,
+    context: Mapping[str, str] | None = None,
+) -> bytes:
+    """Decrypt an envelope (base64 text or binary) in the broker; the envelope names its key."""
+    return _facade.decrypt(encrypted_data, context=context)
