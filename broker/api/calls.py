@@ -16,7 +16,7 @@ import grpc
 import structlog
 
 from broker.api.errors import REASON_METADATA_KEY, REQUEST_ID_METADATA_KEY, status_for
-from broker.errors import BrokerError
+from broker.errors import BrokerError, KmsAuthenticationError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -130,7 +130,15 @@ class ServicerBase:
 async def _fail(context: Context, method: str, call: ObservedCall, exc: BaseException) -> None:
     code, message, reason = status_for(exc)
     request_id = call.request_id
-    if isinstance(exc, BrokerError) and code != grpc.StatusCode.INTERNAL:
+    if isinstance(exc, KmsAuthenticationError):
+        log.error(
+            "kms_credentials_refused",
+            method=method,
+            request_id=request_id,
+            cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+            hint="the KMS refused the broker's credentials: check [backends] and KMS permissions",
+        )
+    elif isinstance(exc, BrokerError) and code != grpc.StatusCode.INTERNAL:
         log.info("rpc_failed", method=method, request_id=request_id, code=code.name, reason=reason)
     else:
         log.error("rpc_internal_error", method=method, request_id=request_id, exc_info=exc)

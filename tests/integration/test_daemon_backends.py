@@ -188,6 +188,18 @@ class TestCacheAgainstRealKms:
         assert after - before <= 1
 
 
+class TestRefusedCredentials:
+    """A KMS that refuses the broker's own credentials is a configuration problem."""
+
+    def test_permission_denied_and_logged(self, servers, daemon):
+        """The caller gets PERMISSION_DENIED; the daemon log names the configuration problem."""
+        with servers.moto.iam_enforced(), pytest.raises(grpc.RpcError) as info:
+            _encrypt(daemon, "on-aws", b"x", {"t": "fresh context, so no cached DEK"})
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "kms_credentials_refused" in daemon.log()
+        assert "testing" not in info.value.details()
+
+
 class TestOutages:
     """KMS failures: fast UNAVAILABLE, breaker, recovery without restart, multi-wrap."""
 
