@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -54,25 +54,21 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
 
-    def start(self, *extra: str, timeout: float = 20.0) -> Daemon:
-        """Spawn `python -m broker serve --dev` and wait until health says SERVING."""
+    def serve_args(self) -> list[str]:
+        """Arguments after `serve`: dev mode on this state dir, plus the config file if any."""
+        return ["--dev", "--state-dir", str(self.state_dir), *self.config_args]
+
+    @property
+    def cwd(self) -> Path:
+        """Where the daemon process runs."""
+        return self.state_dir.parent
+
+    def start(self, *extra: str, timeout: float = 20.0) -> Self:
+        """Spawn `python -m broker serve …` and wait until health says SERVING."""
+        argv = [sys.executable, "-m", "broker", "serve", *self.serve_args(), *extra]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "broker",
-                    "serve",
-                    "--dev",
-                    "--state-dir",
-                    str(self.state_dir),
-                    *self.config_args,
-                    *extra,
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir.parent,
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -103,36 +102,16 @@ class ConfiguredDaemon(Daemon):
         self.audit_path = base / "state" / "audit.log"
         PRODUCED.extend([self.log_path, self.audit_path])
 
-    def start(self, *extra: str, timeout: float = 20.0) -> ConfiguredDaemon:
-        """Spawn the daemon and wait for SERVING on `socket`."""
+    def serve_args(self) -> list[str]:
+        """Write the configuration file (0600) and serve from it."""
         self.config_path.write_text(self.config_text, encoding="utf-8")
         self.config_path.chmod(0o600)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "broker",
-                    "serve",
-                    "--config",
-                    str(self.config_path),
-                    *extra,
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            if self.socket.exists() and self._serving():
-                self.channel = self.connect()
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"daemon did not become SERVING:\n{self.log()}")
+        return ["--config", str(self.config_path)]
+
+    @property
+    def cwd(self) -> Path:
+        """Run in the test's base directory."""
+        return self.base
 
     def connect(self, socket: Path | None = None) -> grpc.Channel:
         """A channel to a socket of this daemon whose calls are recorded in the ledger."""
