@@ -14,49 +14,11 @@ docs/compat.md for which functions run where.
 from keybroker_client._facade import decrypt, encrypt
 
 from . import asymmetric, exceptions, hashing, kdf, symmetric, tokens
-from .exceptions import (
-    AuthenticationError,
-    BrokerUnavailableError,
-    DecryptionError,
-    EncryptionError,
-    HashingError,
-    InvalidParameterError,
-    KeybrokerError,
-    KeyDerivationError,
-    KeyStateError,
-    KMSAuthenticationError,
-    KMSError,
-    KMSKeyNotFoundError,
-    KMSUnavailableError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    SigningError,
-    TokenGenerationError,
-    UnsupportedOperationError,
-    VerificationError,
-)
+from .exceptions import *  # noqa: F403 - the seed exception names, listed in exceptions.__all__
 from .symmetric import envelope_decrypt, envelope_encrypt
 
-__all__ = [
-    "AuthenticationError",
-    "BrokerUnavailableError",
-    "DecryptionError",
-    "EncryptionError",
-    "HashingError",
-    "InvalidParameterError",
-    "KMSAuthenticationError",
-    "KMSError",
-    "KMSKeyNotFoundError",
-    "KMSUnavailableError",
-    "KeyDerivationError",
-    "KeyStateError",
-    "KeybrokerError",
-    "PermissionDeniedError",
-    "ResourceExhaustedError",
-    "SigningError",
-    "TokenGenerationError",
-    "UnsupportedOperationError",
-    "VerificationError",
+__all__ = [  # noqa: PLE0604 - exceptions.__all__ is a list of str
+    *exceptions.__all__,
     "asymmetric",
     "decrypt",
     "encrypt",
