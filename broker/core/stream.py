@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from cryptography.exceptions import InvalidTag
 
@@ -53,6 +53,14 @@ _NONCE_PAD = bytes(7)
 _Chunk: TypeAlias = bytes | bytearray | memoryview
 
 
+class _SegmentFn(Protocol):
+    """Seals or opens one segment."""
+
+    def __call__(self, segment: _Chunk, *, last: bool) -> bytes:
+        """The processed segment."""
+        ...
+
+
 def _segment_nonce(index: int, *, last: bool) -> bytes:
     """Build the nonce that pins a segment to its position and marks the final one."""
     return _NONCE_PAD + _U32.pack(index) + (b"\x01" if last else b"\x00")
@@ -74,6 +82,28 @@ def _stream_header(dk: DataKey, prefix: bytes, segment_size: int, salt: bytes) -
     if not dk.matches(parsed.commitment):
         raise ValueError("prefix commitment was not made from this data key")
     return header
+
+
+def _whole_segments(buffer: bytearray, chunk: _Chunk, size: int, process: _SegmentFn) -> bytes:
+    """Feed chunk through a one-segment buffer; process every full segment known not to be last.
+
+    A full buffer is processed only once more input arrives, because the last segment is the
+    one at the end of the input. Whole segments in the chunk skip the buffer (no copy).
+    """
+    out: list[bytes] = []
+    view = memoryview(chunk)
+    while view:
+        if len(buffer) == size:
+            out.append(process(buffer, last=False))
+            buffer.clear()
+        if not buffer and len(view) > size:
+            out.append(process(view[:size], last=False))
+            view = view[size:]
+            continue
+        room = size - len(buffer)
+        buffer += view[:room]
+        view = view[room:]
+    return b"".join(out)
 
 
 class StreamEncryptor:
@@ -122,21 +152,7 @@ class StreamEncryptor:
         """Add plaintext; return the segments that are complete and known not to be the last."""
         if self._finished:
             raise RuntimeError("stream is already finalized")
-        out: list[bytes] = []
-        size = self._segment_size
-        view = memoryview(chunk)
-        while view:
-            if len(self._buffer) == size:
-                out.append(self._seal(self._buffer, last=False))
-                self._buffer.clear()
-            if not self._buffer and len(view) > size:
-                out.append(self._seal(view[:size], last=False))
-                view = view[size:]
-                continue
-            room = size - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-        return b"".join(out)
+        return _whole_segments(self._buffer, chunk, self._segment_size, self._seal)
 
     def finalize(self) -> bytes:
         """Seal the buffered rest as the last segment (empty for an empty stream); call once."""
@@ -194,21 +210,7 @@ class StreamDecryptor:
     def update(self, chunk: _Chunk) -> bytes:
         """Add sealed bytes; return the plaintext of segments that authenticated as not last."""
         self._check_usable()
-        out: list[bytes] = []
-        size = self._sealed_size
-        view = memoryview(chunk)
-        while view:
-            if len(self._buffer) == size:
-                out.append(self._open(self._buffer, last=False))
-                self._buffer.clear()
-            if not self._buffer and len(view) > size:
-                out.append(self._open(view[:size], last=False))
-                view = view[size:]
-                continue
-            room = size - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-        return b"".join(out)
+        return _whole_segments(self._buffer, chunk, self._sealed_size, self._open)
 
     def finalize(self) -> bytes:
         """Open the buffered rest as the last segment; fails if the stream was cut short."""
