@@ -56,7 +56,7 @@ _Chunk: TypeAlias = bytes | bytearray | memoryview
 class _SegmentFn(Protocol):
     """Seals or opens one segment."""
 
-    def __call__(self, segment: _Chunk, *, last: bool) -> bytes:
+    def __call__(self, segment: _Chunk, /, *, last: bool) -> bytes:
         """The processed segment."""
         ...
 
