@@ -33,8 +33,9 @@ class ChainHead:
     mac: str
 
 
-def _mac(key: bytes, prev: str, body: dict[str, Any]) -> str:
-    return hmac.new(key, bytes.fromhex(prev) + canonical(body), hashlib.sha256).hexdigest()
+def _mac(key: bytes, prev: str, body: bytes) -> str:
+    """HMAC-SHA256 over the previous mac and the canonical body."""
+    return hmac.new(key, bytes.fromhex(prev) + body, hashlib.sha256).hexdigest()
 
 
 class Chain:
@@ -49,9 +50,10 @@ class Chain:
         """The JSON line for record and the head it makes once written."""
         seq = 0 if self.head is None else self.head.seq + 1
         prev = GENESIS if self.head is None else self.head.mac
-        body = {**record, "seq": seq, "prev": prev}
+        body = canonical({**record, "seq": seq, "prev": prev})
         mac = _mac(self._key, prev, body)
-        return canonical({**body, "mac": mac}) + b"\n", ChainHead(seq, mac)
+        # the canonical body with "mac" appended: one serialization per record
+        return body[:-1] + b',"mac":"' + mac.encode() + b'"}\n', ChainHead(seq, mac)
 
     def commit(self, head: ChainHead) -> None:
         """The line sealed with this head was written."""
@@ -85,7 +87,7 @@ def _parse(line: bytes) -> dict[str, Any] | None:
 
 
 def _self_consistent(key: bytes, record: dict[str, Any]) -> bool:
-    body = {k: v for k, v in record.items() if k != "mac"}
+    body = canonical({k: v for k, v in record.items() if k != "mac"})
     return hmac.compare_digest(_mac(key, record["prev"], body), record["mac"])
 
 

@@ -8,9 +8,9 @@ durations are integer microseconds so the canonical JSON never depends on float 
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 
 if TYPE_CHECKING:
@@ -88,5 +88,5 @@ def run_processors(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def canonical(record: dict[str, Any]) -> bytes:
-    """The bytes a record's MAC covers: sorted keys, no spaces, ASCII only."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    """The bytes a record's MAC covers: compact JSON with sorted keys, UTF-8."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
