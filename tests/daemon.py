@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from secrets_ledger import PRODUCED, SecretRecorder
 
 from broker.api.gen import envelope_pb2_grpc, key_admin_pb2_grpc
 
@@ -51,6 +52,7 @@ class Daemon:
             self.env["KEYBROKER_METRICS_LISTEN"] = f"127.0.0.1:{self.metrics_port}"
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         self.config_args = ["--config", str(config)] if config else []
+        PRODUCED.extend([self.log_path, state_dir / "audit.log"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
 
@@ -83,13 +85,14 @@ class Daemon:
 
     def connect(self) -> grpc.Channel:
         """A new channel to the daemon's socket."""
-        return grpc.insecure_channel(
+        channel = grpc.insecure_channel(
             f"unix:{self.socket}",
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ],
         )
+        return grpc.intercept_channel(channel, SecretRecorder())
 
     def _serving(self) -> bool:
         with self.connect() as channel:

@@ -17,9 +17,8 @@ from typing import Any
 
 import grpc
 from daemon import Daemon
+from secrets_ledger import SecretRecorder
 
-PRODUCED: list[Path] = []  # log and audit files written by these daemons
-SECRETS: set[bytes] = set()  # plaintexts, keys and tokens the tests used
 DIRS: list[Path] = []  # short directories to remove at the end of the session
 REQUEST_IDS_KEY = "keybroker-request-id"
 SKIP_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -100,7 +99,6 @@ class ConfiguredDaemon(Daemon):
         self.config_text = config
         self.ledger = Ledger()
         self.audit_path = base / "state" / "audit.log"
-        PRODUCED.extend([self.log_path, self.audit_path])
 
     def serve_args(self) -> list[str]:
         """Write the configuration file (0600) and serve from it."""
@@ -116,7 +114,7 @@ class ConfiguredDaemon(Daemon):
     def connect(self, socket: Path | None = None) -> grpc.Channel:
         """A channel to a socket of this daemon whose calls are recorded in the ledger."""
         raw = grpc.insecure_channel(f"unix:{socket or self.socket}")
-        return grpc.intercept_channel(raw, _Recorder(self.ledger))
+        return grpc.intercept_channel(raw, _Recorder(self.ledger), SecretRecorder())
 
     def audit_files(self) -> list[Path]:
         """The audit file and any rotated ones (audit.log.N), oldest first."""
@@ -171,21 +169,6 @@ def stop_all(daemons: list[ConfiguredDaemon]) -> None:
 def remove(path: Path) -> None:
     """Remove a test directory tree."""
     shutil.rmtree(path, ignore_errors=True)
-
-
-def b64_forms(secret: bytes) -> set[bytes]:
-    """The encodings a secret could appear in inside a text file."""
-    import base64  # noqa: PLC0415 - only the scan needs it
-
-    forms = {secret, secret.hex().encode(), secret.hex().upper().encode()}
-    for enc in (base64.b64encode, base64.urlsafe_b64encode):
-        forms.add(enc(secret).rstrip(b"="))
-    return {f for f in forms if len(f) >= 8}
-
-
-def remember(*secrets: bytes) -> None:
-    """Add secrets the scan must not find."""
-    SECRETS.update(s for s in secrets if len(s) >= 8)
 
 
 def env_without_socket() -> dict[str, str]:

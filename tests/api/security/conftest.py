@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from os_users import OsUsers, user_info
-from secure_daemon import DIRS, ConfiguredDaemon, remember, remove, short_dir, stop_all
+from secrets_ledger import remember
+from secure_daemon import DIRS, ConfiguredDaemon, remove, short_dir, stop_all
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -10,7 +10,7 @@ import certs
 import grpc
 import pytest
 from daemon import free_port
-from secure_daemon import remember
+from secrets_ledger import remember
 
 from broker.api.gen import envelope_pb2 as pb
 from broker.api.gen import envelope_pb2_grpc

@@ -8,7 +8,7 @@ import time
 
 import grpc
 import pytest
-from secure_daemon import remember
+from secrets_ledger import remember
 
 from broker.api.gen import envelope_pb2 as pb
 from broker.api.gen import envelope_pb2_grpc

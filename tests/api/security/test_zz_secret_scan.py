@@ -1,8 +1,9 @@
-"""Nothing secret in any log or audit file the security tests' daemons wrote.
+"""Nothing secret in any log or audit file any test daemon wrote during the session.
 
-Runs last in this directory: it makes its own workload (so it means something alone), then
-scans every log and audit file written during the session for every plaintext, key and token
-the tests handled, raw and in hex and base64.
+tests/conftest.py runs this last. It makes its own workload (so it means something alone),
+then scans every log and audit file written during the session for every plaintext, password,
+data key, token and derived key the tests sent or received (tests/secrets_ledger.py), raw
+and in hex and base64.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import os
 
 import grpc
-from secure_daemon import DIRS, PRODUCED, SECRETS, b64_forms, remember
+from secrets_ledger import PRODUCED, SECRETS, b64_forms, remember
+from secure_daemon import DIRS
 
 from broker.api.gen import envelope_pb2 as pb
 from broker.api.gen import envelope_pb2_grpc, token_pb2, token_pb2_grpc
