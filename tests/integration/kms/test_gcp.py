@@ -259,7 +259,16 @@ class TestGcpKmsBackend:
             with pytest.raises(KmsUnavailableError):
                 await gcp.health()
             server.start()
-            await gcp.health()
+            # the channel reconnects after gRPC's backoff (about 1 s), not at once
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                try:
+                    await gcp.health()
+                    break
+                except KmsUnavailableError:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
         finally:
             await gcp.close()
 
