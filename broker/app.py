@@ -14,9 +14,11 @@ from broker.api.gen import envelope_pb2, envelope_pb2_grpc, key_admin_pb2, key_a
 from broker.api.key_admin import KeyAdminServicer
 from broker.api.server import BrokerServer, ServicerSpec
 from broker.app_crypto import crypto_services
+from broker.app_keyring import RootKey
 from broker.app_security import Security, build_security, harden
 from broker.errors import ConfigError
-from broker.kms.keyring import Keyring, load_root_key
+from broker.kms.base import DecryptionBackend, MacBackend, SecretBackend, SigningBackend
+from broker.kms.keyring import Keyring
 from broker.kms.local import LocalBackend, local_key_type
 from broker.kms.multiwrap import MultiWrapBackend
 from broker.kms.registry import build_remote_backend
@@ -62,19 +64,28 @@ class App:
             await self.security.stop()
 
 
-def _local_backend(cfg: Config) -> LocalBackend:
+def _local_backend(cfg: Config, root_key: RootKey) -> LocalBackend:
     state = cfg.server.state_dir
     if not state.exists():
         state.mkdir(mode=0o750, parents=True)
-    root = load_root_key(state, cfg.local.master_key_hex)
-    return LocalBackend(Keyring.open(state / "keyring.json", root))
+    return LocalBackend(Keyring.open(state / "keyring.json", root_key()))
+
+
+# key purpose -> the protocol a backend needs to serve it (envelope: every backend)
+_PURPOSE_PROTOCOLS: dict[str, type] = {
+    "signing": SigningBackend,
+    "asymmetric_decrypt": DecryptionBackend,
+    "hmac": MacBackend,
+    "derivation": SecretBackend,
+}
 
 
 class _BackendPool:
     """One backend instance per backend kind, created when a key first needs it."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, root_key: RootKey) -> None:
         self._cfg = cfg
+        self._root_key = root_key
         self.local: LocalBackend | None = None
         self.all: dict[str, KmsBackend] = {}
 
@@ -83,23 +94,36 @@ class _BackendPool:
         scheme, _, key_id = uri.partition("://")
         if scheme == "local":
             if self.local is None:
-                self.local = _local_backend(self._cfg)
+                self.local = _local_backend(self._cfg, self._root_key)
                 self.all["local"] = self.local
             _ensure_local(self.local, kc, key_id)
             return self.local, key_id
-        if kc.purpose != "envelope":
-            msg = f"keys.{kc.name}.purpose: {kc.purpose} keys are served from local:// keys only"
-            raise ConfigError(msg)
         if scheme not in self.all:
             self.all[scheme] = build_remote_backend(scheme, self._cfg.backends)
+        _check_purpose(kc, scheme, self.all[scheme])
         return self.all[scheme], key_id
 
 
-def _resolve(cfg: Config) -> tuple[dict[str, ResolvedKey], dict[str, KmsBackend]]:
+def _check_purpose(kc: KeyConfig, scheme: str, backend: KmsBackend) -> None:
+    """Refuse at start a purpose the backend has no protocol for, naming the field."""
+    protocol = _PURPOSE_PROTOCOLS.get(kc.purpose)
+    if protocol is None or isinstance(backend, protocol):
+        return
+    served = ["envelope", *(p for p, cls in _PURPOSE_PROTOCOLS.items() if isinstance(backend, cls))]
+    msg = f"keys.{kc.name}.purpose: {scheme}:// keys serve {', '.join(served)}, not {kc.purpose}"
+    raise ConfigError(msg)
+
+
+def _resolve(
+    cfg: Config, root_key: RootKey
+) -> tuple[dict[str, ResolvedKey], dict[str, KmsBackend]]:
     """Bind each logical key to its backend; `also_wrap` keys get a multi-wrap backend."""
-    pool = _BackendPool(cfg)
+    pool = _BackendPool(cfg, root_key)
     keys: dict[str, ResolvedKey] = {}
     for name, kc in sorted(cfg.keys.items()):
+        if kc.also_wrap and kc.purpose != "envelope":
+            msg = f"keys.{name}.also_wrap: only envelope keys are wrapped by several backends"
+            raise ConfigError(msg)
         backend, key_id = pool.member(kc, kc.uri)
         if kc.also_wrap:
             members = [(backend, key_id), *(pool.member(kc, uri) for uri in kc.also_wrap)]
@@ -125,7 +149,8 @@ def _service_name(module: ModuleType, service: str) -> str:
 
 def build_app(cfg: Config) -> App:
     """Wire configuration into backends, services and listeners."""
-    keys, backends = _resolve(cfg)
+    root_key = RootKey(cfg)
+    keys, backends = _resolve(cfg, root_key)
     c = cfg.cache
     deks = DekProvider(
         DekLimits(
@@ -138,7 +163,7 @@ def build_app(cfg: Config) -> App:
         )
     )
     registry = KeyRegistry(keys)
-    security = build_security(cfg)
+    security = build_security(cfg, root_key)
     authz = security.authorizer
     limits = EnvelopeLimits(
         cfg.server.max_plaintext_bytes,

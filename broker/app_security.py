@@ -24,7 +24,6 @@ from broker.audit.chain import Chain
 from broker.audit.log import AuditLog, FileSink, LineSink, StreamSink, derive_audit_key, last_line
 from broker.errors import ConfigError
 from broker.hardening import harden
-from broker.kms.keyring import load_root_key
 from broker.metrics_security import SecurityCollector
 from broker.policy.builtin import DEV_POLICY_TOML, SOCKET_ACCESS_POLICY
 from broker.policy.engine import PolicyHolder
@@ -32,6 +31,8 @@ from broker.policy.loader import load_policy_file
 from broker.policy.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from broker.config import Config
     from broker.config_security import ListenerConfig
 
@@ -144,9 +145,9 @@ def _policy(cfg: Config) -> PolicySource:
     return PolicySource(PolicyHolder(load_policy_file(path, table)), path, table)
 
 
-def _audit_log(cfg: Config) -> AuditLog:
+def _audit_log(cfg: Config, root_key: Callable[[], bytes]) -> AuditLog:
     state = cfg.server.state_dir
-    key = derive_audit_key(load_root_key(state, cfg.local.master_key_hex))
+    key = derive_audit_key(root_key())
     path = Path(cfg.audit.file).expanduser() if cfg.audit.file else state / "audit.log"
     if not path.parent.exists():
         path.parent.mkdir(mode=0o750, parents=True)
@@ -173,13 +174,13 @@ def _listener(lc: ListenerConfig, holder: PolicyHolder) -> UnixListener | SelfBo
     return UnixListener(lc.path, identity, lc.mode, lc.owner, lc.group)
 
 
-def build_security(cfg: Config) -> Security:
-    """Policy, audit log, authorizer and listeners for this configuration."""
+def build_security(cfg: Config, root_key: Callable[[], bytes]) -> Security:
+    """Policy, audit log, authorizer and listeners; `root_key` gives the audit chain its key."""
     state = cfg.server.state_dir
     if not state.exists():
         state.mkdir(mode=0o750, parents=True)
     source = _policy(cfg)
-    audit = _audit_log(cfg) if cfg.audit.enabled else None
+    audit = _audit_log(cfg, root_key) if cfg.audit.enabled else None
     counters = SecurityCounters()
     holder = source.holder
     listeners: list[UnixListener | SelfBoundListener] = [

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from broker.config_keyring import KeyringConfig, check_keyring
 from broker.config_security import (
     ListenerConfig,
     PolicyConfig,
@@ -141,6 +142,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...] = ()
     policy: PolicyConfig | None = None
     hashing: HashingConfig = HashingConfig()
+    keyring: KeyringConfig = field(default_factory=KeyringConfig)
 
 
 # (section, field) bounds for numbers: (minimum, maximum)
@@ -171,6 +173,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "metrics": MetricsConfig,
     "audit": AuditConfig,
     "hashing": HashingConfig,
+    "keyring": KeyringConfig,
 }
 # environment variable -> (section, field); KEYBROKER_* first, then the seed names
 _ENV: dict[str, tuple[str, str]] = {
@@ -189,6 +192,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "KEYBROKER_AUDIT_FAIL_CLOSED": ("audit", "fail_closed"),
     "KEYBROKER_HASHING_MAX_CONCURRENT": ("hashing", "max_concurrent"),
     "KEYBROKER_HASHING_MEMORY_BUDGET_BYTES": ("hashing", "memory_budget_bytes"),
+    "KEYBROKER_KEYRING_MASTER_KEY_URI": ("keyring", "master_key_uri"),
     "KEYBROKER_CACHE_ENABLED": ("cache", "enabled"),
     "KEYBROKER_CACHE_DECRYPT_MAX_ENTRIES": ("cache", "decrypt_max_entries"),
     "KEYBROKER_CACHE_DECRYPT_TTL_SECONDS": ("cache", "decrypt_ttl_seconds"),
@@ -429,6 +433,7 @@ def load_config(
     if socket is not None:
         server = replace(server, socket=socket)
     cfg = replace(cfg, server=server)
+    check_keyring(cfg.keyring, cfg.local.master_key_hex)
     if not cfg.keys:
         raise ConfigError(
             "keys: no keys configured; add a [keys.default] table with a uri, "

@@ -5,6 +5,8 @@ to unwrap a DEK under any other context. KMS keeps the versions of a key's mater
 one key id and every ciphertext names its own material, so key versions are always 0 here;
 `rotate_key` asks for on-demand rotation and old wrapped DEKs keep unwrapping.
 
+Asymmetric KMS keys sign for `purpose = "signing"` keys (broker/kms/aws_signing.py).
+
 boto3 is imported on first construction; every SDK call runs on a thread pool owned by the
 backend, sized like the HTTP connection pool, so the event loop never blocks.
 """
@@ -29,12 +31,13 @@ from broker.errors import (
     WrongKeyPurposeError,
 )
 from broker.kms._lazy import import_extra
+from broker.kms.aws_signing import AwsSigning, signing_algorithm
 from broker.kms.base import BackendKey, GeneratedKey, KeyVersionInfo, WrappedKey
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from broker.kms.base import VersionState
+    from broker.kms.base import PublicKeyInfo, SignResult, VersionState
 
 __all__ = ["AwsKmsBackend", "AwsKmsSettings"]
 
@@ -207,18 +210,19 @@ def _version_info(metadata: Mapping[str, Any]) -> KeyVersionInfo:
 
 def _backend_key(key_id: str, metadata: Mapping[str, Any]) -> BackendKey:
     """Describe a key from its DescribeKey metadata; only symmetric KMS-made keys rotate."""
-    symmetric = metadata.get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT"
+    spec = str(metadata.get("KeySpec", "SYMMETRIC_DEFAULT"))
+    symmetric = spec == "SYMMETRIC_DEFAULT"
     return BackendKey(
         key_id=key_id,
         current_version=0,
         versions=(_version_info(metadata),),
-        algorithm="aes-256-gcm" if symmetric else str(metadata["KeySpec"]).lower(),
+        algorithm="aes-256-gcm" if symmetric else signing_algorithm(spec) or spec.lower(),
         rotatable=symmetric and metadata.get("Origin", "AWS_KMS") == "AWS_KMS",
     )
 
 
 class AwsKmsBackend:
-    """`KmsBackend` over AWS KMS symmetric keys (or any KMS-compatible endpoint)."""
+    """`KmsBackend` over AWS KMS symmetric keys, `SigningBackend` over asymmetric ones."""
 
     scheme = "aws-kms"
 
@@ -231,6 +235,7 @@ class AwsKmsBackend:
             max_workers=settings.max_pool_connections, thread_name_prefix="kms-aws"
         )
         self._closed = False
+        self._signing = AwsSigning(self._call)
 
     def __repr__(self) -> str:
         """Show the settings (secrets hidden by their own repr), never the client."""
@@ -307,6 +312,22 @@ class AwsKmsBackend:
         metadata = await self._metadata(key_id)
         await self._call("enable_key" if enabled else "disable_key", KeyId=metadata["KeyId"])
         return _version_info(await self._metadata(key_id))
+
+    async def public_key(self, key_id: str, key_version: int) -> PublicKeyInfo:
+        """GetPublicKey of an asymmetric key, cached (aws_signing.py)."""
+        return await self._signing.public_key(key_id, key_version)
+
+    async def sign(self, key_id: str, message: bytes, *, prehashed: bool) -> SignResult:
+        """KMS Sign with the algorithm of the key's spec (aws_signing.py)."""
+        return await self._signing.sign(key_id, message, prehashed=prehashed)
+
+    async def verify(
+        self, key_id: str, key_version: int, message: bytes, signature: bytes, *, prehashed: bool
+    ) -> int:
+        """Check a signature with the key's cached public key (aws_signing.py)."""
+        return await self._signing.verify(
+            key_id, key_version, message, signature, prehashed=prehashed
+        )
 
     async def health(self) -> None:
         """The cheapest authenticated call KMS offers: list at most one key."""

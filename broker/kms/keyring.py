@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.errors import ConfigError
 
-__all__ = ["Keyring", "VersionMeta", "load_root_key"]
+__all__ = ["Keyring", "VersionMeta", "load_root_key", "require_private", "write_private"]
 
 _FORMAT = 1
 _CHECK_INFO = b"keybroker/keyring/check/v1"
@@ -47,23 +47,24 @@ def load_root_key(state_dir: Path, master_key_hex: str | None) -> bytes:
         return bytes.fromhex(master_key_hex)
     path = state_dir / "master.key"
     if path.exists():
-        _require_private(path)
+        require_private(path)
         text = path.read_text(encoding="ascii").strip()
         if len(text) != 64:  # noqa: PLR2004 - 32 bytes in hex
             raise ConfigError(f"{path}: not a 64-hex-character master key; restore it from backup")
         return bytes.fromhex(text)
     key = os.urandom(32)
-    _atomic_write(path, key.hex().encode("ascii") + b"\n")
+    write_private(path, key.hex().encode("ascii") + b"\n")
     return key
 
 
-def _require_private(path: Path) -> None:
+def require_private(path: Path) -> None:
+    """Refuse a secret file other users can read, naming the chmod that fixes it."""
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise ConfigError(f"{path}: mode {mode:o} lets other users read it; run chmod 600 {path}")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a 0600 file atomically: temp file in the same directory, fsync, rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -113,7 +114,7 @@ class Keyring:
             ring._data["check"] = ring._check
             ring.save()
             return ring
-        _require_private(path)
+        require_private(path)
         if path.stat().st_size > _MAX_FILE_BYTES:
             raise ConfigError(f"{path}: larger than {_MAX_FILE_BYTES} bytes; not a keyring")
         try:
@@ -125,14 +126,14 @@ class Keyring:
             raise ConfigError(f"{path}: unsupported keyring format")
         if not hmac.compare_digest(str(data.get("check", "")), ring._check):
             raise ConfigError(
-                f"{path}: the configured master key (ECL_CRYPTO_LOCAL_MASTER_KEY or "
-                "master.key) is not the one this keyring was created with"
+                f"{path}: the configured master key (ECL_CRYPTO_LOCAL_MASTER_KEY, master.key "
+                "or master.key.wrapped) is not the one this keyring was created with"
             )
         return ring
 
     def save(self) -> None:
         """Persist atomically with mode 0600."""
-        _atomic_write(self._path, json.dumps(self._data, indent=1, sort_keys=True).encode())
+        write_private(self._path, json.dumps(self._data, indent=1, sort_keys=True).encode())
 
     def names(self) -> list[str]:
         """Key names in the keyring."""

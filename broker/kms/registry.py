@@ -15,7 +15,8 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import ConfigError
-from broker.kms.resilience import ResilienceSettings, ResilientBackend
+from broker.kms.resilience import ResilienceSettings
+from broker.kms.resilient_ops import resilient
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -91,4 +92,4 @@ def build_remote_backend(scheme: str, backends: Mapping[str, Mapping[str, object
     settings = settings_from(getattr(module, settings_name), raw, f"backends.{table}")
     resilience = settings_from(ResilienceSettings, resilience_raw, f"backends.{table}.resilience")
     backend = getattr(module, class_name)(settings)
-    return ResilientBackend(backend, resilience)
+    return resilient(backend, resilience)

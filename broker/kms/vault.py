@@ -4,7 +4,8 @@ The wrapped DEK is Transit's ciphertext string (`vault:vN:...`) stored as UTF-8 
 `vN` prefix is the key version. The caller's encryption context is bound by Vault when the
 key allows it: as AES-GCM/ChaCha20 associated data (`associated_data`), or as the derivation
 context of a `derived` key. RSA transit keys cannot bind it: there the envelope header alone
-binds the context.
+binds the context. Transit signing keys sign (broker/kms/vault_signing.py) and any transit
+key computes HMACs (broker/kms/vault_hmac.py).
 
 Auth is a static token, an AppRole login or a Kubernetes service-account login. Before each
 call the token is renewed once less than a third of its lease is left (or, when it cannot be
@@ -41,9 +42,13 @@ from broker.errors import (
 )
 from broker.kms._lazy import import_extra
 from broker.kms.base import BackendKey, GeneratedKey, KeyVersionInfo, WrappedKey
+from broker.kms.vault_hmac import VaultHmac
+from broker.kms.vault_signing import ALGORITHMS, VaultSigning
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from broker.kms.base import MacResult, PublicKeyInfo, SignResult
 
 __all__ = ["DEFAULT_KUBERNETES_JWT_PATH", "VaultSettings", "VaultTransitBackend", "split_key_id"]
 
@@ -195,7 +200,7 @@ def _backend_key(key_id: str, data: Mapping[str, Any]) -> BackendKey:
         for v in range(first, latest + 1)
     )
     key_type = str(data.get("type", ""))
-    algorithm = "aes-256-gcm" if key_type == "aes256-gcm96" else key_type
+    algorithm = "aes-256-gcm" if key_type == "aes256-gcm96" else ALGORITHMS.get(key_type, key_type)
     return BackendKey(key_id=key_id, current_version=latest, versions=versions, algorithm=algorithm)
 
 
@@ -394,7 +399,7 @@ def _new_min_decryption(data: Mapping[str, Any], version: int, *, enabled: bool)
 
 
 class VaultTransitBackend:
-    """`KmsBackend` over the Transit secrets engine of Vault or OpenBao."""
+    """`KmsBackend`, `SigningBackend` and `MacBackend` over Vault or OpenBao transit."""
 
     scheme = "vault-transit"
 
@@ -411,6 +416,9 @@ class VaultTransitBackend:
         )
         self._traits: dict[str, _KeyTraits] = {}
         self._closed = False
+        api = (self._call, self._post, self._read_key, split_key_id)
+        self._signing = VaultSigning(*api)
+        self._hmac = VaultHmac(*api)
 
     def __repr__(self) -> str:
         """Show the settings (secrets hidden by their own repr), never the client or token."""
@@ -536,6 +544,34 @@ class VaultTransitBackend:
 
         key = _backend_key(key_id, await self._call(operation))
         return next(v for v in key.versions if v.version == version)
+
+    async def public_key(self, key_id: str, key_version: int) -> PublicKeyInfo:
+        """A signing key's public half from `keys/NAME` (vault_signing.py)."""
+        return await self._signing.public_key(key_id, key_version)
+
+    async def sign(self, key_id: str, message: bytes, *, prehashed: bool) -> SignResult:
+        """Transit `sign` with the latest version (vault_signing.py)."""
+        return await self._signing.sign(key_id, message, prehashed=prehashed)
+
+    async def verify(
+        self, key_id: str, key_version: int, message: bytes, signature: bytes, *, prehashed: bool
+    ) -> int:
+        """Transit `verify` over one or every enabled version (vault_signing.py)."""
+        return await self._signing.verify(
+            key_id, key_version, message, signature, prehashed=prehashed
+        )
+
+    async def mac(self, key_id: str, data: bytes, *, key_version: int = 0) -> MacResult:
+        """Transit `hmac` (vault_hmac.py)."""
+        return await self._hmac.mac(key_id, data, key_version=key_version)
+
+    async def verify_mac(self, key_id: str, key_version: int, data: bytes, mac: bytes) -> int:
+        """Transit `verify` of an HMAC (vault_hmac.py)."""
+        return await self._hmac.verify_mac(key_id, key_version, data, mac)
+
+    async def derived_mac(self, key_id: str, label: bytes, data: bytes, length: int) -> MacResult:
+        """A blind-index MAC under a transit-derived per-label key (vault_hmac.py)."""
+        return await self._hmac.derived_mac(key_id, label, data, length)
 
     async def health(self) -> None:
         """sys/health (unsealed, active or standby) and a lookup of the broker's own token."""
