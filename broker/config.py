@@ -1,7 +1,8 @@
 """Configuration: TOML file, `KEYBROKER_*` environment overrides and the seed `ECL_CRYPTO_*` names.
 
 Invalid configuration fails at start with one line naming the field and the fix; secret
-values (the local master key) never appear in messages or reprs.
+values (the local master key) never appear in messages or reprs. Field coercion and bounds
+live in broker/config_fields.py, the environment variable names in broker/config_env.py.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from broker.config_env import backend_overrides, env_settings, seed_key_uri, seed_master_key
+from broker.config_fields import apply_section
 from broker.config_keyring import KeyringConfig, check_keyring
 from broker.config_security import (
     ListenerConfig,
@@ -41,9 +44,6 @@ DEV_STATE_DIR = Path(".keybroker")
 PURPOSES = ("envelope", "signing", "hmac", "asymmetric_decrypt", "derivation")
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _URI = re.compile(r"^(local|aws-kms|vault-transit|gcp-kms|pkcs11)://\S+$")
-_MAX_PLAINTEXT_CEILING = 64 << 20
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 _SUN_PATH_MAX = 107  # bytes a Unix socket path may have on Linux
 
 
@@ -145,27 +145,6 @@ class Config:
     keyring: KeyringConfig = field(default_factory=KeyringConfig)
 
 
-# (section, field) bounds for numbers: (minimum, maximum)
-_BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
-    ("server", "grace_seconds"): (0, 600),
-    ("server", "max_plaintext_bytes"): (1, _MAX_PLAINTEXT_CEILING),
-    ("server", "max_batch_items"): (1, 100_000),
-    ("server", "max_concurrent_rpcs"): (1, 100_000),
-    ("cache", "decrypt_max_entries"): (0, 10_000_000),
-    ("cache", "decrypt_ttl_seconds"): (1, 86_400),
-    ("cache", "encrypt_max_age_seconds"): (1, 86_400),
-    ("cache", "encrypt_max_messages"): (1, 2**32),
-    ("cache", "encrypt_max_bytes"): (1, 2**50),
-    ("cache", "lease_ttl_seconds"): (1, 86_400),
-    ("cache", "lease_max_messages"): (1, 2**32),
-    ("cache", "lease_max_bytes"): (1, 2**50),
-    ("hashing", "max_concurrent"): (0, 256),
-    ("hashing", "memory_budget_bytes"): (64 << 20, 1 << 40),
-}
-_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("logging", "level"): ("debug", "info", "warning", "error"),
-    ("logging", "format"): ("json", "console"),
-}
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "cache": CacheConfig,
@@ -175,120 +154,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "hashing": HashingConfig,
     "keyring": KeyringConfig,
 }
-# environment variable -> (section, field); KEYBROKER_* first, then the seed names
-_ENV: dict[str, tuple[str, str]] = {
-    "KEYBROKER_SOCKET": ("server", "socket"),
-    "KEYBROKER_STATE_DIR": ("server", "state_dir"),
-    "KEYBROKER_GRACE_SECONDS": ("server", "grace_seconds"),
-    "KEYBROKER_MAX_PLAINTEXT_BYTES": ("server", "max_plaintext_bytes"),
-    "KEYBROKER_MAX_BATCH_ITEMS": ("server", "max_batch_items"),
-    "KEYBROKER_LOG_LEVEL": ("logging", "level"),
-    "KEYBROKER_LOG_FORMAT": ("logging", "format"),
-    "KEYBROKER_METRICS_LISTEN": ("metrics", "listen"),
-    "KEYBROKER_ALLOW_ROOT": ("server", "allow_root"),
-    "KEYBROKER_AUDIT_ENABLED": ("audit", "enabled"),
-    "KEYBROKER_AUDIT_FILE": ("audit", "file"),
-    "KEYBROKER_AUDIT_STDOUT": ("audit", "stdout"),
-    "KEYBROKER_AUDIT_FAIL_CLOSED": ("audit", "fail_closed"),
-    "KEYBROKER_HASHING_MAX_CONCURRENT": ("hashing", "max_concurrent"),
-    "KEYBROKER_HASHING_MEMORY_BUDGET_BYTES": ("hashing", "memory_budget_bytes"),
-    "KEYBROKER_KEYRING_MASTER_KEY_URI": ("keyring", "master_key_uri"),
-    "KEYBROKER_CACHE_ENABLED": ("cache", "enabled"),
-    "KEYBROKER_CACHE_DECRYPT_MAX_ENTRIES": ("cache", "decrypt_max_entries"),
-    "KEYBROKER_CACHE_DECRYPT_TTL_SECONDS": ("cache", "decrypt_ttl_seconds"),
-    "KEYBROKER_CACHE_ENCRYPT_MAX_AGE_SECONDS": ("cache", "encrypt_max_age_seconds"),
-    "KEYBROKER_CACHE_ENCRYPT_MAX_MESSAGES": ("cache", "encrypt_max_messages"),
-    "KEYBROKER_CACHE_ENCRYPT_MAX_BYTES": ("cache", "encrypt_max_bytes"),
-}
-_SEED_ENV: dict[str, tuple[tuple[str, str], ...]] = {
-    "ECL_CRYPTO_DEK_CACHE_ENABLED": (("cache", "enabled"),),
-    "ECL_CRYPTO_DEK_CACHE_TTL": (
-        ("cache", "decrypt_ttl_seconds"),
-        ("cache", "encrypt_max_age_seconds"),
-    ),
-    "ECL_CRYPTO_DEK_CACHE_MAX_SIZE": (("cache", "decrypt_max_entries"),),
-    "ECL_CRYPTO_DEK_CACHE_MAX_MESSAGES": (("cache", "encrypt_max_messages"),),
-    "ECL_CRYPTO_DEK_CACHE_MAX_BYTES": (("cache", "encrypt_max_bytes"),),
-}
-# environment variable -> (backend table, field); applied over the config file too
-_BACKEND_ENV: dict[str, tuple[str, str]] = {
-    "ECL_CRYPTO_AWS_REGION": ("aws", "region"),
-    "ECL_CRYPTO_AWS_ENDPOINT_URL": ("aws", "endpoint_url"),
-    "ECL_CRYPTO_AWS_PROFILE": ("aws", "profile"),
-    "ECL_CRYPTO_VAULT_ADDR": ("vault", "address"),
-    "ECL_CRYPTO_VAULT_TOKEN": ("vault", "token"),
-    "ECL_CRYPTO_VAULT_NAMESPACE": ("vault", "namespace"),
-    "ECL_CRYPTO_GCP_CREDENTIALS_FILE": ("gcp", "credentials_file"),
-    "ECL_CRYPTO_GCP_ENDPOINT": ("gcp", "endpoint"),
-}
 _MAX_ALSO_WRAP = 3
-_SEED_URI = {
-    "local": "local://{key}",
-    "aws": "aws-kms://{key}",
-    "vault": "vault-transit://{mount}/{key}",
-    "gcp": "gcp-kms://{key}",
-}
-
-
-def _coerce(section: str, name: str, raw: object, default: object, where: str) -> object:
-    """Convert one raw value to the default's type and check bounds, naming `where` on error."""
-    label = f"{section}.{name}"
-    try:
-        if isinstance(default, bool):
-            value: object = _to_bool(raw)
-        elif isinstance(default, int):
-            value = int(str(raw), 0) if isinstance(raw, str) else _int(raw)
-        elif isinstance(default, float):
-            value = float(raw) if isinstance(raw, (int, float, str)) else _bad()
-        elif isinstance(default, Path):
-            value = Path(str(raw)).expanduser() if isinstance(raw, (str, Path)) else _bad()
-        else:
-            value = raw if isinstance(raw, str) else _bad()
-    except (TypeError, ValueError):
-        kind = type(default).__name__.replace("PosixPath", "path")
-        raise ConfigError(f"{label}: expected a {kind} (set in {where})") from None
-    bounds = _BOUNDS.get((section, name))
-    if bounds and not bounds[0] <= value <= bounds[1]:  # type: ignore[operator]
-        lo, hi = (int(b) if float(b).is_integer() else b for b in bounds)
-        raise ConfigError(f"{label}: must be between {lo} and {hi} (set in {where})")
-    choices = _CHOICES.get((section, name))
-    if choices and value not in choices:
-        raise ConfigError(f"{label}: must be one of {', '.join(choices)} (set in {where})")
-    return value
-
-
-def _bad() -> object:
-    raise TypeError
-
-
-def _int(raw: object) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
-        raise TypeError
-    return int(raw)
-
-
-def _to_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.lower() in _TRUE + _FALSE:
-        return raw.lower() in _TRUE
-    raise TypeError
-
-
-def _apply(cfg: Config, section: str, values: Mapping[str, object], where: str) -> Config:
-    """Return cfg with one section's fields replaced, rejecting unknown fields."""
-    current = getattr(cfg, section)
-    known = {f.name for f in fields(current)}
-    for name in values:
-        if name not in known:
-            raise ConfigError(
-                f"{section}.{name}: unknown setting (known: {', '.join(sorted(known))}) in {where}"
-            )
-    updates = {
-        name: _coerce(section, name, raw, getattr(current, name), where)
-        for name, raw in values.items()
-    }
-    return replace(cfg, **{section: replace(current, **updates)})
 
 
 def _key(name: str, raw: object, where: str) -> KeyConfig:
@@ -338,7 +204,7 @@ def _from_file(cfg: Config, path: Path) -> Config:
         if section in _SECTIONS:
             if not isinstance(values, Mapping):
                 raise ConfigError(f"{section}: expected a table ({where})")
-            cfg = _apply(cfg, section, values, where)
+            cfg = apply_section(cfg, section, values, where)
         elif section == "keys":
             keys = {n: _key(n, v, where) for n, v in dict(values).items()}
             cfg = replace(cfg, keys=keys)
@@ -356,18 +222,9 @@ def _from_file(cfg: Config, path: Path) -> Config:
 
 def _from_seed(cfg: Config, env: Mapping[str, str]) -> Config:
     """Serve the key named by ECL_CRYPTO_KMS_KEY_ID as logical key `default`."""
-    backend = env.get("ECL_CRYPTO_KMS_BACKEND", "").strip().lower()
-    if not backend:
+    uri = seed_key_uri(env)
+    if uri is None:
         return cfg
-    if backend not in _SEED_URI:
-        raise ConfigError(
-            f"ECL_CRYPTO_KMS_BACKEND: must be one of {', '.join(_SEED_URI)} (got {backend!r})"
-        )
-    key_id = env.get("ECL_CRYPTO_KMS_KEY_ID", "").strip()
-    if not key_id and backend != "local":
-        raise ConfigError("ECL_CRYPTO_KMS_KEY_ID: required when ECL_CRYPTO_KMS_BACKEND is set")
-    mount = env.get("ECL_CRYPTO_VAULT_MOUNT", "transit").strip("/")
-    uri = _SEED_URI[backend].format(key=key_id or "default", mount=mount)
     keys = dict(cfg.keys)
     keys["default"] = KeyConfig(name="default", uri=uri)
     return replace(cfg, keys=keys)
@@ -375,26 +232,12 @@ def _from_seed(cfg: Config, env: Mapping[str, str]) -> Config:
 
 def _from_env(cfg: Config, env: Mapping[str, str]) -> Config:
     """Apply seed cache names, then KEYBROKER_* overrides (the latter win)."""
-    for var, targets in _SEED_ENV.items():
-        if var in env:
-            for section, name in targets:
-                cfg = _apply(cfg, section, {name: env[var]}, var)
-    for var, (section, name) in _ENV.items():
-        if var in env:
-            cfg = _apply(cfg, section, {name: env[var]}, var)
-    master = env.get("ECL_CRYPTO_LOCAL_MASTER_KEY")
+    for section, name, raw, var in env_settings(env):
+        cfg = apply_section(cfg, section, {name: raw}, var)
+    master = seed_master_key(env)
     if master is not None:
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", master.strip()):
-            raise ConfigError(
-                "ECL_CRYPTO_LOCAL_MASTER_KEY: must be 64 hex characters (a 256-bit key); "
-                "make one with: python -c 'import secrets; print(secrets.token_hex(32))'"
-            )
-        cfg = replace(cfg, local=LocalConfig(master_key_hex=master.strip().lower()))
-    backends = {name: dict(table) for name, table in cfg.backends.items()}
-    for var, (table, name) in _BACKEND_ENV.items():
-        if env.get(var):
-            backends.setdefault(table, {})[name] = env[var]
-    return replace(cfg, backends=backends)
+        cfg = replace(cfg, local=LocalConfig(master_key_hex=master))
+    return replace(cfg, backends=backend_overrides(cfg.backends, env))
 
 
 def _dev_defaults(cfg: Config) -> Config:

@@ -12,13 +12,12 @@ a wrapped DEK opens only under the same key, version and encryption context.
 
 Sessions come from a small pool; PKCS#11 login state belongs to the whole process, so the
 token is logged in once and stays so while any backend uses it. Calls into one module are
-serialised (see `_MODULE_LOCKS`).
+serialised (see broker/kms/_pkcs11_sessions.py, which holds the pool and the login registry).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -37,10 +36,11 @@ from broker.errors import (
     KmsUnavailableError,
 )
 from broker.kms._lazy import import_extra
+from broker.kms._pkcs11_sessions import BROKEN_SESSION, SessionPool, is_error
 from broker.kms.base import BackendKey, GeneratedKey, KeyVersionInfo, WrappedKey
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = ["SOFTHSM_PATHS", "Pkcs11Backend", "Pkcs11Settings", "find_softhsm", "version_label"]
 
@@ -61,8 +61,6 @@ _DEK_BYTES = 32
 _AAD_PREFIX = b"keybroker/pkcs11/v1"
 _VERSION_MARK = "#v"
 _MAX_LABEL = 200
-# python-pkcs11 errors after which a session is not trusted again: closed instead of pooled.
-_BROKEN_SESSION = "DeviceError DeviceRemoved SessionClosed SessionHandleInvalid TokenNotPresent"
 
 
 def find_softhsm() -> str | None:
@@ -122,8 +120,7 @@ def _aad(label: str, version: int, context: Mapping[str, str]) -> bytes:
 
 def _is(exc: BaseException, names: str) -> bool:
     """Whether exc is one of the python-pkcs11 exception classes named (space-separated)."""
-    errors = import_extra("pkcs11.exceptions", _EXTRA)
-    return isinstance(exc, tuple(getattr(errors, name) for name in names.split()))
+    return is_error(import_extra("pkcs11.exceptions", _EXTRA), exc, names)
 
 
 # (python-pkcs11 exception class names, broker error); the first match wins.
@@ -140,7 +137,7 @@ _ERRORS: tuple[tuple[str, type[Exception]], ...] = (
     ("PinIncorrect PinExpired PinLocked PinInvalid PinLenRange", KmsAuthenticationError),
     ("UserPinNotInitialized UserNotLoggedIn", KmsAuthenticationError),
     ("AttributeReadOnly", KeyStateError),
-    (f"{_BROKEN_SESSION} NoSuchToken TokenNotRecognised SessionCount", KmsUnavailableError),
+    (f"{BROKEN_SESSION} NoSuchToken TokenNotRecognised SessionCount", KmsUnavailableError),
     ("DeviceMemory HostMemory GeneralError FunctionCancelled", KmsUnavailableError),
 )
 
@@ -159,80 +156,6 @@ def _parse_key_id(key_id: str, token_label: str) -> str:
     if not sep or token != token_label or "#" in label or not 0 < len(label.encode()) <= _MAX_LABEL:
         raise KmsKeyNotFoundError
     return label
-
-
-# python-pkcs11 calls C_Initialize(NULL), telling the module that one thread calls it at a time;
-# SoftHSM2 then runs without its own locks and crashes under concurrent calls. So every call
-# into a loaded module, from any backend of this process, holds that module's lock, and so does
-# every use of the login registry: PKCS#11 login state belongs to the process, not a session.
-_MODULE_LOCKS: dict[int, threading.Lock] = {}
-_LOGINS: dict[tuple[int, str], tuple[Any, int]] = {}  # (module, token) -> (login session, users)
-
-
-def _module_lock(lib: _Obj) -> threading.Lock:
-    """The lock serialising calls into one loaded PKCS#11 module."""
-    return _MODULE_LOCKS.setdefault(id(lib), threading.Lock())
-
-
-class _SessionPool:
-    """Read-write sessions on one token, opened on demand; used only under the module lock."""
-
-    def __init__(self, lib: _Obj, settings: Pkcs11Settings, pin: str) -> None:
-        """Nothing is opened until the first call needs a session."""
-        self._lib, self._token_label, self._pin = lib, settings.token_label, pin
-        self._login = (id(lib), settings.token_label)
-        self.module_lock = _module_lock(lib)
-        self._idle: list[Any] = []
-        self._logged_in = False
-
-    def _open(self) -> _Obj:
-        """Join (or make) the process's login to the token, then open a session sharing it."""
-        token = self._lib.get_token(token_label=self._token_label)
-        if not self._logged_in:
-            login, users = _LOGINS.get(self._login, (None, 0))
-            if users == 0:
-                try:
-                    login = token.open(user_pin=self._pin, rw=True)
-                except Exception as exc:
-                    if not _is(exc, "UserAlreadyLoggedIn"):
-                        raise
-                    login = None  # logged in by code outside this registry: leave it be
-            _LOGINS[self._login] = (login, users + 1)
-            self._logged_in = True
-        return token.open(rw=True)
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Any]:
-        """Borrow a session; one that failed badly is closed instead of returned."""
-        session = self._idle.pop() if self._idle else self._open()
-        broken = False
-        try:
-            yield session
-        except Exception as exc:
-            broken = _is(exc, _BROKEN_SESSION)
-            raise
-        finally:
-            if broken:
-                with contextlib.suppress(Exception):
-                    session.close()
-            else:
-                self._idle.append(session)
-
-    def close(self) -> None:
-        """Close idle sessions; log out when this was the last user of the login."""
-        with self.module_lock:
-            for session in self._idle:
-                with contextlib.suppress(Exception):
-                    session.close()
-            self._idle.clear()
-            if self._logged_in:
-                self._logged_in = False
-                login, users = _LOGINS.pop(self._login, (None, 0))
-                if users > 1:
-                    _LOGINS[self._login] = (login, users - 1)
-                elif login is not None:
-                    with contextlib.suppress(Exception):
-                        login.close()
 
 
 def _load_lib(module: str) -> _Obj:
@@ -256,7 +179,8 @@ class Pkcs11Backend:
         self._p11 = import_extra("pkcs11", _EXTRA)
         self._gcm = import_extra("pkcs11.mechanisms", _EXTRA).GCMParams
         lib = lib if lib is not None else _load_lib(settings.module_path())
-        self._pool = _SessionPool(lib, settings, settings.read_pin())
+        errors = import_extra("pkcs11.exceptions", _EXTRA)
+        self._pool = SessionPool(lib, settings, settings.read_pin(), errors)
         self._executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="pkcs11")
         self._current: dict[str, int] = {}
         self._rotate_lock = threading.Lock()

@@ -47,7 +47,7 @@ from deploy.sandbox import (
     make_dir,
     run_confined,
 )
-from integration.kms.servers import OpenBaoServer, TokenReviewApi, transit_policy
+from integration.kms.openbao import OpenBaoServer, TokenReviewApi, transit_policy
 
 from broker import cli
 from broker.config import load_config

@@ -15,7 +15,8 @@ import grpc
 import pytest
 from daemon import Daemon
 from integration.kms.gcp_server import GcpKmsServer
-from integration.kms.servers import start_moto, start_openbao
+from integration.kms.openbao import start_openbao
+from integration.kms.servers import start_moto
 from integration.kms.softhsm import PIN, TOKEN_LABEL
 
 from broker.api.gen import envelope_pb2 as pb

@@ -18,7 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from daemon import Daemon
-from integration.kms.servers import start_moto, start_openbao
+from integration.kms.openbao import start_openbao
+from integration.kms.servers import start_moto
 from rpc import assert_fails
 
 from broker.api.gen import hashing_pb2, hashing_pb2_grpc, key_admin_pb2, signing_pb2_grpc

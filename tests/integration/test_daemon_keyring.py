@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from daemon import Daemon, free_port
-from integration.kms.servers import start_moto, start_openbao
+from integration.kms.openbao import start_openbao
+from integration.kms.servers import start_moto
 
 from broker.api.gen import signing_pb2 as pb
 from broker.api.gen import signing_pb2_grpc

@@ -10,13 +10,8 @@ import hvac.exceptions
 import pytest
 import requests.exceptions
 from integration.kms.contract import CONTEXT, OTHER_CONTEXT, KmsBackendContract
-from integration.kms.servers import (
-    OpenBaoServer,
-    TokenReviewApi,
-    free_port,
-    start_openbao,
-    transit_policy,
-)
+from integration.kms.openbao import OpenBaoServer, TokenReviewApi, start_openbao, transit_policy
+from integration.kms.servers import free_port
 
 from broker.errors import (
     ConfigError,
@@ -28,7 +23,8 @@ from broker.errors import (
     KmsUnavailableError,
     WrongKeyPurposeError,
 )
-from broker.kms import vault
+from broker.kms._vault_errors import map_error
+from broker.kms._vault_keys import b64decode
 from broker.kms.vault import VaultSettings, VaultTransitBackend
 
 if TYPE_CHECKING:
@@ -447,11 +443,11 @@ class TestVaultErrorMapping:
     )
     def test_maps_without_vault_text(self, error: Exception, expected: type[Exception]) -> None:
         """Each failure becomes exactly one broker error whose message holds no Vault text."""
-        mapped = vault._map_error(error)
+        mapped = map_error(error)
         assert type(mapped) is expected
         assert "vault" not in str(mapped).lower()
 
     def test_plaintext_is_returned_in_a_bytearray(self) -> None:
         """The decoded DEK is wipeable."""
-        decoded = vault._b64decode(base64.b64encode(os.urandom(32)).decode())
+        decoded = b64decode(base64.b64encode(os.urandom(32)).decode())
         assert isinstance(decoded, bytearray)

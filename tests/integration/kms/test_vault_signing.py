@@ -17,7 +17,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
-from integration.kms.servers import OpenBaoServer
+from integration.kms.openbao import OpenBaoServer
 
 from broker.errors import (
     InvalidRequestError,
