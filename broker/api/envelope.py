@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeVar
 
 from broker.api.calls import ServicerBase, streaming, unary
-from broker.api.convert import item_error, timestamp
+from broker.api.convert import timestamp
 from broker.api.gen import envelope_pb2 as pb
 from broker.api.gen import envelope_pb2_grpc
-from broker.errors import BrokerError, InvalidRequestError
+from broker.api.items import item_results, only
+from broker.errors import InvalidRequestError
 from broker.services.envelope import DecryptItem, EncryptItem, RewrapItem
 from broker.services.streams import DecryptStreamSession, EncryptStreamSession
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator
 
     from broker.api.calls import IdentityResolver
     from broker.api.metrics import RpcMetrics
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EnvelopeServicer"]
 
-T = TypeVar("T")
 M = TypeVar("M", pb.EncryptStreamRequest, pb.DecryptStreamRequest)
 
 
@@ -50,14 +50,6 @@ def _rewrapped(s: Sealed) -> pb.RewrapResponse:
     return pb.RewrapResponse(ciphertext=s.ciphertext, key=s.key, key_version=s.key_version)
 
 
-def _only(results: Sequence[T | BrokerError]) -> T:
-    """The single result of a batch of one, raising its error."""
-    (result,) = results
-    if isinstance(result, BrokerError):
-        raise result
-    return result
-
-
 class EnvelopeServicer(ServicerBase, envelope_pb2_grpc.EnvelopeServiceServicer):
     """Serves keybroker.v1.EnvelopeService."""
 
@@ -71,17 +63,17 @@ class EnvelopeServicer(ServicerBase, envelope_pb2_grpc.EnvelopeServiceServicer):
     @unary("Encrypt")
     async def Encrypt(self, request: pb.EncryptRequest, caller: Caller) -> pb.EncryptResponse:  # noqa: N802
         """Seal one plaintext (a batch of one)."""
-        return _sealed(_only(await self._svc.encrypt(caller, [_enc(request)])))
+        return _sealed(only(await self._svc.encrypt(caller, [_enc(request)])))
 
     @unary("Decrypt")
     async def Decrypt(self, request: pb.DecryptRequest, caller: Caller) -> pb.DecryptResponse:  # noqa: N802
         """Open one envelope (a batch of one)."""
-        return _opened(_only(await self._svc.decrypt(caller, [_dec(request)])))
+        return _opened(only(await self._svc.decrypt(caller, [_dec(request)])))
 
     @unary("Rewrap")
     async def Rewrap(self, request: pb.RewrapRequest, caller: Caller) -> pb.RewrapResponse:  # noqa: N802
         """Re-seal one envelope (a batch of one)."""
-        return _rewrapped(_only(await self._svc.rewrap(caller, [_rew(request)])))
+        return _rewrapped(only(await self._svc.rewrap(caller, [_rew(request)])))
 
     @unary("GenerateDataKey")
     async def GenerateDataKey(  # noqa: N802
@@ -103,12 +95,7 @@ class EnvelopeServicer(ServicerBase, envelope_pb2_grpc.EnvelopeServiceServicer):
         """Seal many plaintexts; items fail independently."""
         results = await self._svc.encrypt(caller, [_enc(i) for i in request.items])
         return pb.EncryptBatchResponse(
-            results=[
-                pb.EncryptBatchResult(error=item_error(r))
-                if isinstance(r, BrokerError)
-                else pb.EncryptBatchResult(response=_sealed(r))
-                for r in results
-            ]
+            results=item_results(results, pb.EncryptBatchResult, _sealed)
         )
 
     @unary("DecryptBatch")
@@ -118,12 +105,7 @@ class EnvelopeServicer(ServicerBase, envelope_pb2_grpc.EnvelopeServiceServicer):
         """Open many envelopes; items fail independently."""
         results = await self._svc.decrypt(caller, [_dec(i) for i in request.items])
         return pb.DecryptBatchResponse(
-            results=[
-                pb.DecryptBatchResult(error=item_error(r))
-                if isinstance(r, BrokerError)
-                else pb.DecryptBatchResult(response=_opened(r))
-                for r in results
-            ]
+            results=item_results(results, pb.DecryptBatchResult, _opened)
         )
 
     @unary("RewrapBatch")
@@ -133,12 +115,7 @@ class EnvelopeServicer(ServicerBase, envelope_pb2_grpc.EnvelopeServiceServicer):
         """Re-seal many envelopes; items fail independently."""
         results = await self._svc.rewrap(caller, [_rew(i) for i in request.items])
         return pb.RewrapBatchResponse(
-            results=[
-                pb.RewrapBatchResult(error=item_error(r))
-                if isinstance(r, BrokerError)
-                else pb.RewrapBatchResult(response=_rewrapped(r))
-                for r in results
-            ]
+            results=item_results(results, pb.RewrapBatchResult, _rewrapped)
         )
 
     @unary("LeaseDataKey")
