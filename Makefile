@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test check lint format typecheck buflint generate generate-check install test-deps clean
+.PHONY: run test test-python test-clients check lint format typecheck buflint generate generate-check install test-deps clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,21 @@ run: $(STAMP)
 test-deps: $(STAMP)
 	@if [ -x scripts/install-softhsm.sh ]; then scripts/install-softhsm.sh; fi
 
-test: test-deps generate-check
+test: test-python test-clients
+
+test-python: test-deps generate-check
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the Go, Node and Java clients, each against a real dev daemon
+test-clients: $(STAMP)
+	scripts/test-go.sh
+	scripts/test-node.sh
+	scripts/test-java.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@test -z "$$(gofmt -l clients/go)" || { gofmt -l clients/go; echo "run gofmt -w clients/go"; exit 1; }
 
 format: $(STAMP)
 	$(BIN)/ruff format .
