@@ -14,12 +14,13 @@ the index values differ from a local key's, as they would for any two keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from broker.core import macs
 from broker.errors import InvalidRequestError
 from broker.kms.base import MacResult
 from broker.kms.vault_signing import (
+    TransitPart,
     b64,
     check_verified,
     enabled_versions,
@@ -27,29 +28,11 @@ from broker.kms.vault_signing import (
     usable_version,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-
-    from broker.kms.vault_signing import Runner
-
 __all__ = ["VaultHmac"]
 
 
-class VaultHmac:
+class VaultHmac(TransitPart):
     """The MacBackend half of the transit backend; runs every request through the backend."""
-
-    def __init__(
-        self,
-        run: Runner,
-        post: Callable[[str, Mapping[str, Any]], dict[str, Any]],
-        read_key: Callable[[str], dict[str, Any]],
-        split: Callable[[str], tuple[str, str]],
-    ) -> None:
-        """Borrow the backend's runner, POST helper, `keys/NAME` reader and key-id parser."""
-        self._run = run
-        self._post = post
-        self._read_key = read_key
-        self._split = split
 
     async def mac(self, key_id: str, data: bytes, *, key_version: int = 0) -> MacResult:
         """`hmac/NAME/sha2-256` under one version (0 = latest; others checked first)."""

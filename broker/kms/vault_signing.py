@@ -80,6 +80,16 @@ class Runner(Protocol):
         ...
 
 
+@dataclass
+class TransitPart:
+    """A slice of the transit backend, borrowing its runner, POST, `keys/NAME` reader and parser."""
+
+    _run: Runner
+    _post: Callable[[str, Mapping[str, Any]], dict[str, Any]]
+    _read_key: Callable[[str], dict[str, Any]]
+    _split: Callable[[str], tuple[str, str]]
+
+
 def b64(data: bytes) -> str:
     """Standard base64 text, as every transit field takes binary data."""
     return base64.b64encode(data).decode("ascii")
@@ -158,22 +168,11 @@ def _pem(kind: _Kind, entry: object) -> str:
         raise KmsError("the KMS returned an unreadable public key") from exc
 
 
-class VaultSigning:
+@dataclass
+class VaultSigning(TransitPart):
     """Transit sign/verify and public keys; runs every request through the backend."""
 
-    def __init__(
-        self,
-        run: Runner,
-        post: Callable[[str, Mapping[str, Any]], dict[str, Any]],
-        read_key: Callable[[str], dict[str, Any]],
-        split: Callable[[str], tuple[str, str]],
-    ) -> None:
-        """Borrow the backend's runner, POST helper, `keys/NAME` reader and key-id parser."""
-        self._run = run
-        self._split = split
-        self._post = post
-        self._read_key = read_key
-        self._kinds: dict[str, _Kind] = {}
+    _kinds: dict[str, _Kind] = field(default_factory=dict, init=False)
 
     def _kind(self, key_id: str) -> _Kind:
         """A key's type never changes: read it once (on a worker thread)."""
