@@ -164,6 +164,15 @@ def _map_error(exc: Exception, *, decrypting: bool) -> Exception:
     return KmsError()
 
 
+def _checked_request(key_id: str, field: str, data: bytes, aad: bytes) -> dict[str, Any]:
+    """An Encrypt/Decrypt request carrying CRC32C checksums of its payload and AAD."""
+    request: dict[str, Any] = {"name": key_id, field: data, f"{field}_crc32c": _crc32c(data)}
+    if aad:
+        request["additional_authenticated_data"] = aad
+        request["additional_authenticated_data_crc32c"] = _crc32c(aad)
+    return request
+
+
 def _version_of(name: str) -> int:
     """The N of `…/cryptoKeyVersions/N`."""
     match = _VERSION_NAME.search(name)
@@ -229,14 +238,7 @@ class GcpKmsBackend:
 
     def _encrypt(self, key_id: str, plaintext: bytes, aad: bytes) -> WrappedKey:
         """Encrypt with checksums both ways."""
-        request: dict[str, Any] = {
-            "name": key_id,
-            "plaintext": plaintext,
-            "plaintext_crc32c": _crc32c(plaintext),
-        }
-        if aad:
-            request["additional_authenticated_data"] = aad
-            request["additional_authenticated_data_crc32c"] = _crc32c(aad)
+        request = _checked_request(key_id, "plaintext", plaintext, aad)
         response = self._client.encrypt(request=request, **self._rpc())
         self._last_key_id = key_id
         ciphertext = bytes(response.ciphertext)
@@ -262,14 +264,7 @@ class GcpKmsBackend:
 
     def _decrypt(self, key_id: str, ciphertext: bytes, aad: bytes) -> bytearray:
         """Decrypt with checksums both ways."""
-        request: dict[str, Any] = {
-            "name": key_id,
-            "ciphertext": ciphertext,
-            "ciphertext_crc32c": _crc32c(ciphertext),
-        }
-        if aad:
-            request["additional_authenticated_data"] = aad
-            request["additional_authenticated_data_crc32c"] = _crc32c(aad)
+        request = _checked_request(key_id, "ciphertext", ciphertext, aad)
         response = self._client.decrypt(request=request, **self._rpc())
         self._last_key_id = key_id
         plaintext = bytearray(response.plaintext)
