@@ -20,8 +20,8 @@ from pathlib import Path
 
 import grpc
 
-from broker.api.gen import envelope_pb2 as pb
-from broker.api.gen import envelope_pb2_grpc
+from broker.rpc.gen import envelope_pb2 as pb
+from broker.rpc.gen import envelope_pb2_grpc
 
 CALLS = 3000
 CONFIG = """

@@ -1,4 +1,4 @@
-"""Domain errors: raised by services, core adapters and backends; mapped to gRPC in api/errors.py.
+"""Domain errors: raised by services, core adapters and backends; mapped to gRPC in rpc/status.py.
 
 They carry no grpc types. Messages are fixed sentences safe to show a caller: never key
 material, plaintext, ciphertext or backend detail (that goes to the log under the request id).

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PROTO_DIR = PROTO_ROOT / "keybroker" / "v1"
 PY_TARGETS = [
-    ROOT / "broker" / "api" / "gen",
+    ROOT / "broker" / "rpc" / "gen",
     ROOT / "clients" / "python" / "src" / "keybroker_client" / "_gen",
 ]
 _BIN = Path(sys.executable).parent

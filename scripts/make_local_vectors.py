@@ -16,10 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from daemon import Daemon  # noqa: E402
+from support.daemon import Daemon  # noqa: E402
 
-from broker.api.gen import envelope_pb2 as pb  # noqa: E402
-from broker.api.gen import key_admin_pb2  # noqa: E402
+from broker.rpc.gen import envelope_pb2 as pb  # noqa: E402
+from broker.rpc.gen import key_admin_pb2  # noqa: E402
 
 OUT = ROOT / "tests" / "vectors" / "local-v1"
 # a published test key: these vectors protect nothing

@@ -10,7 +10,7 @@ from broker.errors import ConfigError
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["import_extra"]
+__all__ = ["import_extra", "import_sdk"]
 
 
 def import_extra(module: str, extra: str) -> ModuleType:
@@ -20,3 +20,8 @@ def import_extra(module: str, extra: str) -> ModuleType:
     except ImportError as exc:
         msg = f"the Python module {module!r} is missing: install keybroker[{extra}]"
         raise ConfigError(msg) from exc
+
+
+def import_sdk(extra: str, *modules: str) -> tuple[ModuleType, ...]:
+    """Import every module a vendor needs at once, failing on the first with import_extra's fix."""
+    return tuple(import_extra(module, extra) for module in modules)

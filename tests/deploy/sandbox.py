@@ -27,8 +27,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.api.gen import envelope_pb2 as pb
-from broker.api.gen import envelope_pb2_grpc
+from broker.rpc.gen import envelope_pb2 as pb
+from broker.rpc.gen import envelope_pb2_grpc
 
 CONFINE = Path(__file__).with_name("confine.py")
 KEYBROKER = Path(sys.executable).parent / "keybroker"

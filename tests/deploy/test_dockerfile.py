@@ -29,7 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from broker import cli
-from broker.config import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from broker.config.schema import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -134,7 +134,7 @@ class TestDockerfile:
         """ENTRYPOINT keybroker, CMD `serve --config /etc/keybroker/keybroker.toml`, valid flags."""
         assert RUNTIME.one("ENTRYPOINT").exec_form() == ["keybroker"]
         cmd = RUNTIME.one("CMD").exec_form()
-        args = cli._parser().parse_args(cmd)
+        args = cli.entry._parser().parse_args(cmd)
         assert args.command == "serve"
         assert str(args.config) == CONFIG_IN_IMAGE
         assert not args.dev
@@ -143,7 +143,7 @@ class TestDockerfile:
         """HEALTHCHECK runs `keybroker healthcheck` on the default socket, in exec form."""
         options, argv = _healthcheck_argv()
         assert argv[0] == "keybroker"
-        args = cli._parser().parse_args(argv[1:])
+        args = cli.entry._parser().parse_args(argv[1:])
         assert args.command == "healthcheck"
         assert args.socket == str(DEFAULT_SOCKET)
         assert "--timeout=" in options
@@ -216,7 +216,7 @@ class TestBuildStage:
             meta = zf.read(info).decode()
             entry = zf.read(info.replace("METADATA", "entry_points.txt")).decode()
         assert "keybroker = broker.cli:main" in entry
-        assert {"broker/api/gen/envelope_pb2.py", "broker/py.typed", "broker/cli.py"} <= names
+        assert {"broker/rpc/gen/envelope_pb2.py", "broker/py.typed", "broker/cli/entry.py"} <= names
         assert not [n for n in names if n.startswith(("tests/", "clients/", "deploy/"))]
         for extra in ("aws", "vault", "gcp", "hsm"):
             assert f"Provides-Extra: {extra}" in meta

@@ -50,7 +50,7 @@ from deploy.sandbox import (
 from integration.kms.openbao import OpenBaoServer, TokenReviewApi, transit_policy
 
 from broker import cli
-from broker.config import load_config
+from broker.config.load import load_config
 from broker.kms.registry import REMOTE_SCHEMES, settings_from
 from broker.kms.resilience import ResilienceSettings
 
@@ -69,7 +69,7 @@ MANIFESTS = [SIDECAR_YAML, VAULT_YAML]
 
 
 def _config_path(container: dict[str, Any]) -> str:
-    args = cli._parser().parse_args(container["args"])
+    args = cli.entry._parser().parse_args(container["args"])
     assert args.command == "serve"
     return str(args.config)
 
@@ -151,7 +151,7 @@ class TestManifest:
         for probe in PROBES:
             command = container[probe]["exec"]["command"]
             assert command[0] == "keybroker"
-            args = cli._parser().parse_args(command[1:])
+            args = cli.entry._parser().parse_args(command[1:])
             assert (args.command, args.socket) == ("healthcheck", socket), probe
             assert container[probe]["timeoutSeconds"] > args.timeout, probe
 

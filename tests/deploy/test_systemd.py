@@ -47,7 +47,7 @@ from deploy.sandbox import (
 )
 
 from broker import cli
-from broker.config import load_config
+from broker.config.load import load_config
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -86,14 +86,14 @@ class TestServiceUnit:
         """ExecStart is `/usr/bin/keybroker serve --config /etc/keybroker/keybroker.toml`."""
         argv = shlex.split(one("ExecStart"))
         assert argv[0] == "/usr/bin/keybroker"
-        args = cli._parser().parse_args(argv[1:])
+        args = cli.entry._parser().parse_args(argv[1:])
         assert (args.command, str(args.config), args.dev) == ("serve", EXAMPLE_CONFIG, False)
 
     def test_type_is_exec(self):
         """Type=exec: the daemon does not call sd_notify, so `notify` would never start."""
         assert one("Type") == "exec"
         assert "sd_notify" not in "".join(
-            p.read_text() for p in Path(cli.__file__).parent.rglob("*.py")
+            p.read_text() for p in Path(cli.__file__).parent.parent.rglob("*.py")
         )
 
     def test_reload_sends_sighup_and_stop_sends_sigterm(self):

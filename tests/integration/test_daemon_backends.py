@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from daemon import Daemon
 from integration.kms.gcp_server import GcpKmsServer
 from integration.kms.openbao import start_openbao
 from integration.kms.servers import start_moto
 from integration.kms.softhsm import PIN, TOKEN_LABEL
+from support.daemon import Daemon
 
-from broker.api.gen import envelope_pb2 as pb
-from broker.api.gen import key_admin_pb2
 from broker.kms.pkcs11 import Pkcs11Backend
+from broker.rpc.gen import envelope_pb2 as pb
+from broker.rpc.gen import key_admin_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,13 +17,13 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
-from daemon import Daemon
 from integration.kms.openbao import start_openbao
 from integration.kms.servers import start_moto
-from rpc import assert_fails
+from support.daemon import Daemon
+from support.rpc import assert_fails
 
-from broker.api.gen import hashing_pb2, hashing_pb2_grpc, key_admin_pb2, signing_pb2_grpc
-from broker.api.gen import signing_pb2 as pb
+from broker.rpc.gen import hashing_pb2, hashing_pb2_grpc, key_admin_pb2, signing_pb2_grpc
+from broker.rpc.gen import signing_pb2 as pb
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

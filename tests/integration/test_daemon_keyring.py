@@ -14,12 +14,12 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
-from daemon import Daemon, free_port
 from integration.kms.openbao import start_openbao
 from integration.kms.servers import start_moto
+from support.daemon import Daemon, free_port
 
-from broker.api.gen import signing_pb2 as pb
-from broker.api.gen import signing_pb2_grpc
+from broker.rpc.gen import signing_pb2 as pb
+from broker.rpc.gen import signing_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

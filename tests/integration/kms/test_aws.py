@@ -19,9 +19,9 @@ from broker.errors import (
     KmsUnavailableError,
     WrongKeyPurposeError,
 )
-from broker.kms import aws
 from broker.kms._lazy import import_extra
 from broker.kms.aws import AwsKmsBackend, AwsKmsSettings
+from broker.kms.aws import backend as aws
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

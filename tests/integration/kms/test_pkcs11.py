@@ -17,8 +17,8 @@ from broker.errors import (
     KmsAuthenticationError,
     KmsKeyNotFoundError,
 )
-from broker.kms._pkcs11_sessions import module_lock as _module_lock
 from broker.kms.pkcs11 import Pkcs11Backend, Pkcs11Settings, version_label
+from broker.kms.pkcs11.sessions import module_lock as _module_lock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

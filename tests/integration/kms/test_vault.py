@@ -23,9 +23,9 @@ from broker.errors import (
     KmsUnavailableError,
     WrongKeyPurposeError,
 )
-from broker.kms._vault_errors import map_error
-from broker.kms._vault_keys import b64decode
 from broker.kms.vault import VaultSettings, VaultTransitBackend
+from broker.kms.vault.errors import map_error
+from broker.kms.vault.keys import b64decode
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -1,1 +1,0 @@
-"""gRPC adapters: server, listeners, interceptors and servicers; generated code lives here only."""

@@ -1,0 +1,23 @@
+"""Configuration: schema, loading (file, environment, seed names), fields and validation."""
+
+from broker.config.load import load_config
+from broker.config.schema import (
+    AuditConfig,
+    CacheConfig,
+    Config,
+    HashingConfig,
+    KeyConfig,
+    LoggingConfig,
+    ServerConfig,
+)
+
+__all__ = [
+    "AuditConfig",
+    "CacheConfig",
+    "Config",
+    "HashingConfig",
+    "KeyConfig",
+    "LoggingConfig",
+    "ServerConfig",
+    "load_config",
+]

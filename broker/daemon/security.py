@@ -1,0 +1,196 @@
+"""Composition of identity, policy, rate limits and audit (part of the composition root).
+
+app.py calls `harden` before anything else and `build_security` while wiring; everything
+concrete about listeners, the policy source and the audit log is decided here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from broker.audit.chain import Chain
+from broker.audit.log import AuditLog, FileSink, LineSink, StreamSink, derive_audit_key, last_line
+from broker.daemon.hardening import harden
+from broker.daemon.security_metrics import SecurityCollector
+from broker.errors import ConfigError
+from broker.policy.builtin import DEV_POLICY_TOML, SOCKET_ACCESS_POLICY
+from broker.policy.engine import PolicyHolder
+from broker.policy.loader import load_policy_file
+from broker.policy.ratelimit import RateLimiter
+from broker.rpc.audit_calls import CallAuditor, PolicyAuthorizer, SecurityCounters
+from broker.transport.identity import ListenerIdentity
+from broker.transport.peercred_proxy import PeercredListener
+from broker.transport.server import SelfBoundListener, UnixListener
+from broker.transport.tls import TlsFiles, TlsListener
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from broker.config.listeners import ListenerConfig
+    from broker.config.schema import Config
+
+__all__ = ["PolicySource", "Security", "build_security", "harden"]
+
+log = structlog.get_logger("keybroker.security")
+_WATCH_SECONDS = 1.0
+
+
+class PolicySource:
+    """Where the policy comes from; reloads it on SIGHUP or when the file changes."""
+
+    def __init__(self, holder: PolicyHolder, path: Path | None, table: str | None = None) -> None:
+        """Serve holder's policy; path None means a built-in policy that never reloads."""
+        self.holder = holder
+        self._path = path
+        self._table = table
+        self._stamp = self._current_stamp()
+        self.reloads: Counter[str] = Counter()
+
+    def _current_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self._path.stat() if self._path else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino) if st else None
+
+    def reload(self, reason: str) -> bool:
+        """Load the file again; on any error keep the policy in force and log why."""
+        if self._path is None:
+            return False
+        self._stamp = self._current_stamp()
+        try:
+            policy = load_policy_file(self._path, self._table)
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            log.error("policy_reload_failed", reason=reason, error=str(exc), kept="previous")  # noqa: TRY400 - the error text is the detail
+            return False
+        self.holder.replace(policy)
+        self.reloads["ok"] += 1
+        log.info("policy_reloaded", reason=reason, source=str(self._path), rules=len(policy.rules))
+        return True
+
+    async def watch(self, interval: float = _WATCH_SECONDS) -> None:
+        """Poll the file's stat() and reload when it changes."""
+        while True:
+            await asyncio.sleep(interval)
+            if self._path is not None and self._current_stamp() != self._stamp:
+                self.reload("file_changed")
+
+
+@dataclass
+class Security:
+    """The built security pieces and their lifecycle."""
+
+    authorizer: PolicyAuthorizer
+    observer: CallAuditor
+    listeners: list[UnixListener | SelfBoundListener]
+    policy: PolicySource
+    audit: AuditLog | None
+    counters: SecurityCounters
+    _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def collector(self) -> SecurityCollector:
+        """Prometheus collector for these pieces."""
+        return SecurityCollector(self.counters, self.audit, lambda: dict(self.policy.reloads))
+
+    async def start(self) -> None:
+        """Start watching the policy file."""
+        self._watcher = asyncio.get_running_loop().create_task(self.policy.watch())
+
+    def on_sighup(self) -> None:
+        """Reload the policy and reopen the audit file (after log rotation)."""
+        self.policy.reload("sighup")
+        if self.audit is not None:
+            try:
+                self.audit.reopen()
+            except OSError:
+                log.exception("audit_reopen_failed")
+            else:
+                log.info("audit_reopened")
+
+    async def stop(self) -> None:
+        """Stop watching; log the audit chain's head as an anchor; close the audit log."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self.audit is not None:
+            head = self.audit.head
+            if head is not None:
+                log.info("audit_chain_head", seq=head.seq, mac=head.mac)
+            self.audit.close()
+
+
+def _policy(cfg: Config) -> PolicySource:
+    if cfg.policy is not None:
+        path, table = cfg.policy.file, cfg.policy.table
+    elif cfg.dev:
+        path, table = cfg.server.state_dir / "policy.toml", None
+        if not path.exists():
+            path.write_text(DEV_POLICY_TOML, encoding="utf-8")
+            path.chmod(0o600)
+            log.info("dev_policy_written", path=str(path))
+    elif any(lc.kind != "unix" for lc in cfg.listeners):
+        msg = "policy: peercred and tcp listeners need a [policy] (see docs/policy.md)"
+        raise ConfigError(msg)
+    else:
+        return PolicySource(PolicyHolder(SOCKET_ACCESS_POLICY), None)
+    return PolicySource(PolicyHolder(load_policy_file(path, table)), path, table)
+
+
+def _audit_log(cfg: Config, root_key: Callable[[], bytes]) -> AuditLog:
+    state = cfg.server.state_dir
+    key = derive_audit_key(root_key())
+    path = Path(cfg.audit.file).expanduser() if cfg.audit.file else state / "audit.log"
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o750, parents=True)
+    sinks: list[LineSink] = [FileSink(path)]
+    if cfg.audit.stdout:
+        sinks.append(StreamSink())
+    tail = last_line(path)
+    head = Chain(key).check(tail) if tail else None
+    if tail and head is None:
+        log.warning("audit_chain_restarted", file=str(path), reason="last line does not verify")
+    log.info("audit_enabled", file=str(path), seq=head.seq + 1 if head else 0)
+    return AuditLog(key, sinks, fail_closed=cfg.audit.fail_closed, head=head)
+
+
+def _listener(lc: ListenerConfig, holder: PolicyHolder) -> UnixListener | SelfBoundListener:
+    if lc.kind == "tcp":
+        assert lc.tls is not None  # noqa: S101 - guaranteed by the config parser
+        files = TlsFiles(lc.tls.cert, lc.tls.key, lc.tls.client_ca)
+        return TlsListener(lc.address, files, holder)
+    assert lc.path is not None  # noqa: S101 - idem
+    if lc.kind == "peercred":
+        return PeercredListener(lc.path, holder, mode=lc.mode, owner=lc.owner, group=lc.group)
+    identity = ListenerIdentity(lc.identity, holder)
+    return UnixListener(lc.path, identity, lc.mode, lc.owner, lc.group)
+
+
+def build_security(cfg: Config, root_key: Callable[[], bytes]) -> Security:
+    """Policy, audit log, authorizer and listeners; `root_key` gives the audit chain its key."""
+    state = cfg.server.state_dir
+    if not state.exists():
+        state.mkdir(mode=0o750, parents=True)
+    source = _policy(cfg)
+    audit = _audit_log(cfg, root_key) if cfg.audit.enabled else None
+    counters = SecurityCounters()
+    holder = source.holder
+    listeners: list[UnixListener | SelfBoundListener] = [
+        _listener(lc, holder) for lc in cfg.listeners
+    ] or [UnixListener(cfg.server.socket, ListenerIdentity("default", holder))]
+    return Security(
+        authorizer=PolicyAuthorizer(holder, RateLimiter(), counters),
+        observer=CallAuditor(audit),
+        listeners=listeners,
+        policy=source,
+        audit=audit,
+        counters=counters,
+    )

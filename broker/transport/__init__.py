@@ -1,0 +1,1 @@
+"""gRPC servers and listeners: Unix sockets, the peer-credential proxy, TLS, caller identity."""

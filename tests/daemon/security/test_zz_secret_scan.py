@@ -1,0 +1,88 @@
+"""Nothing secret in any log or audit file any test daemon wrote during the session.
+
+tests/conftest.py runs this last. It makes its own workload (so it means something alone),
+then scans every log and audit file written during the session for every plaintext, password,
+data key, token and derived key the tests sent or received (tests/secrets_ledger.py), raw
+and in hex and base64.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+from support.secrets_ledger import PRODUCED, SECRETS, b64_forms, remember
+from support.secure_daemon import DIRS
+
+from broker.rpc.gen import envelope_pb2 as pb
+from broker.rpc.gen import envelope_pb2_grpc, token_pb2, token_pb2_grpc
+
+CONFIG = """
+[server]
+state_dir = "{state}"
+allow_root = true
+
+[[listeners]]
+kind = "unix"
+path = "{run}/ops.sock"
+identity = "ops"
+
+[keys.default]
+uri = "local://default"
+
+[logging]
+level = "debug"
+
+[[policy.rules]]
+id = "ops-all"
+callers = ["ops"]
+keys = ["*"]
+operations = ["*"]
+"""
+
+
+def _workload(daemon) -> None:
+    env = envelope_pb2_grpc.EnvelopeServiceStub(daemon.channel)
+    plaintext = os.urandom(32)
+    remember(plaintext)
+    ct = env.Encrypt(pb.EncryptRequest(key="default", plaintext=plaintext)).ciphertext
+    env.Decrypt(pb.DecryptRequest(ciphertext=ct))
+    dk = env.GenerateDataKey(pb.GenerateDataKeyRequest(key="default"))
+    lease = env.LeaseDataKey(pb.LeaseDataKeyRequest(key="default"))
+    remember(dk.plaintext, lease.data_key, ct[-32:])
+    stub = token_pb2_grpc.TokenServiceStub(daemon.channel)
+    try:
+        token = stub.GenerateToken(token_pb2.GenerateTokenRequest(length=32))
+    except grpc.RpcError as exc:
+        unimplemented = exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        if not unimplemented:
+            raise
+        daemon.ledger.calls.pop()  # no such service in this build: no handler ran
+    else:
+        remember(token.token, token.text.encode())
+
+
+def _files() -> set:
+    files = {p for p in PRODUCED if p.exists()}
+    for root in DIRS:
+        files.update(p for p in root.rglob("*.log*") if p.is_file())
+    return files
+
+
+def test_no_secret_in_logs_or_audit(configured):
+    """No plaintext, data key, lease key, token or master key appears in any file."""
+    daemon = configured(CONFIG).start()
+    _workload(daemon)
+    daemon.stop()
+    files = _files()
+    assert daemon.log_path in files
+    assert daemon.audit_path in files
+    needles = {form for secret in SECRETS for form in b64_forms(secret)}
+    assert len(needles) > 20
+    leaks = [
+        (str(path), needle[:12])
+        for path in sorted(files)
+        for needle in needles
+        if needle in path.read_bytes()
+    ]
+    assert leaks == []
