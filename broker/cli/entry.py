@@ -9,7 +9,7 @@ from pathlib import Path
 
 from broker import __version__
 from broker.cli import security as cli_security
-from broker.config.load import load_config
+from broker.config.validate import validated_config
 from broker.errors import BrokerError, ConfigError
 
 __all__ = ["main"]
@@ -60,12 +60,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from broker.daemon.app import serve  # noqa: PLC0415 - heavy imports only for serve
 
-        cfg = load_config(args.config, dev=args.dev, state_dir=args.state_dir, socket=args.socket)
+        cfg = validated_config(
+            args.config, dev=args.dev, state_dir=args.state_dir, socket=args.socket
+        )
         return asyncio.run(serve(cfg))
     if args.command in ("policy", "audit"):
         return cli_security.run(args)
     if args.command == "config":
-        cfg = load_config(args.file)
+        cfg = validated_config(args.file)
         print(f"{args.file}: ok ({len(cfg.keys)} keys, socket {cfg.server.socket})")
         return 0
     socket = cli_ops.client_socket(args.socket)

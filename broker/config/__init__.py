@@ -10,6 +10,7 @@ from broker.config.schema import (
     LoggingConfig,
     ServerConfig,
 )
+from broker.config.validate import validated_config
 
 __all__ = [
     "AuditConfig",
@@ -20,4 +21,5 @@ __all__ = [
     "LoggingConfig",
     "ServerConfig",
     "load_config",
+    "validated_config",
 ]

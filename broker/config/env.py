@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import ConfigError
+from broker.kms.registry import BACKEND_TABLES, LOCAL_SCHEME
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -58,12 +59,8 @@ _BACKEND_ENV: dict[str, tuple[str, str]] = {
     "ECL_CRYPTO_GCP_CREDENTIALS_FILE": ("gcp", "credentials_file"),
     "ECL_CRYPTO_GCP_ENDPOINT": ("gcp", "endpoint"),
 }
-_SEED_URI = {
-    "local": "local://{key}",
-    "aws": "aws-kms://{key}",
-    "vault": "vault-transit://{mount}/{key}",
-    "gcp": "gcp-kms://{key}",
-}
+# ECL_CRYPTO_KMS_BACKEND value (`local` or a [backends.*] table name) -> its URI after the scheme
+_SEED_KEY = {LOCAL_SCHEME: "{key}", "aws": "{key}", "vault": "{mount}/{key}", "gcp": "{key}"}
 
 
 def seed_key_uri(env: Mapping[str, str]) -> str | None:
@@ -71,15 +68,16 @@ def seed_key_uri(env: Mapping[str, str]) -> str | None:
     backend = env.get("ECL_CRYPTO_KMS_BACKEND", "").strip().lower()
     if not backend:
         return None
-    if backend not in _SEED_URI:
+    if backend not in _SEED_KEY:
         raise ConfigError(
-            f"ECL_CRYPTO_KMS_BACKEND: must be one of {', '.join(_SEED_URI)} (got {backend!r})"
+            f"ECL_CRYPTO_KMS_BACKEND: must be one of {', '.join(_SEED_KEY)} (got {backend!r})"
         )
     key_id = env.get("ECL_CRYPTO_KMS_KEY_ID", "").strip()
     if not key_id and backend != "local":
         raise ConfigError("ECL_CRYPTO_KMS_KEY_ID: required when ECL_CRYPTO_KMS_BACKEND is set")
     mount = env.get("ECL_CRYPTO_VAULT_MOUNT", "transit").strip("/")
-    return _SEED_URI[backend].format(key=key_id or "default", mount=mount)
+    scheme = LOCAL_SCHEME if backend == LOCAL_SCHEME else BACKEND_TABLES[backend]
+    return f"{scheme}://" + _SEED_KEY[backend].format(key=key_id or "default", mount=mount)
 
 
 def env_settings(env: Mapping[str, str]) -> Iterator[tuple[str, str, str, str]]:

@@ -7,14 +7,14 @@ wrapped form is stored (broker/kms/local/root.py); it cannot be combined with th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from broker.errors import ConfigError
+from broker.kms.registry import REMOTE_SCHEMES, describe_uris, uri_pattern
 
 __all__ = ["KeyringConfig", "check_keyring"]
 
-_REMOTE_URI = re.compile(r"^(aws-kms|vault-transit|gcp-kms|pkcs11)://\S+$")
+_REMOTE_URI = uri_pattern(REMOTE_SCHEMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +30,7 @@ def check_keyring(keyring: KeyringConfig, master_key_hex: str | None) -> None:
     if not uri:
         return
     if not _REMOTE_URI.match(uri):
-        raise ConfigError(
-            "keyring.master_key_uri: expected aws-kms://…, vault-transit://MOUNT/NAME, "
-            "gcp-kms://projects/… or pkcs11://TOKEN/LABEL"
-        )
+        raise ConfigError(f"keyring.master_key_uri: expected {describe_uris(REMOTE_SCHEMES)}")
     if master_key_hex is not None:
         raise ConfigError(
             "keyring.master_key_uri: set either it or ECL_CRYPTO_LOCAL_MASTER_KEY, not both"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from broker.errors import ConfigError
 from broker.policy.loader import load_policy_file, parse_policy
+from broker.transport.sockets import SUN_PATH_MAX
 
 __all__ = [
     "LISTENER_KINDS",
@@ -35,7 +36,6 @@ _FIELDS = {
 }
 _IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
-_SUN_PATH_MAX = 107
 _PEER_NAME_RESERVE = 48  # "<uid>.<gid>.<pid>.<start>.<n>" for typical values
 # setting names that hold secrets: `token`, `vault_token`, `secret_access_key`; not `token_label`
 _SECRET_NAMES = re.compile(
@@ -102,13 +102,13 @@ def _socket_path(label: str, raw: object, kind: str) -> Path:
         raise ConfigError(f"{label}.path: a {kind} listener needs a socket path")
     path = Path(raw).expanduser()
     size = len(os.fsencode(path.absolute()))
-    if size > _SUN_PATH_MAX:
-        raise ConfigError(f"{label}.path: longer than 107 bytes; choose a shorter path")
-    if kind == "peercred" and size + 4 + _PEER_NAME_RESERVE > _SUN_PATH_MAX:
+    if size > SUN_PATH_MAX:
+        raise ConfigError(f"{label}.path: longer than {SUN_PATH_MAX} bytes; choose a shorter path")
+    if kind == "peercred" and size + 4 + _PEER_NAME_RESERVE > SUN_PATH_MAX:
         raise ConfigError(
             f"{label}.path: too long for a peercred listener (its internal sockets need "
             f"{_PEER_NAME_RESERVE} more bytes); use a path of at most "
-            f"{_SUN_PATH_MAX - 4 - _PEER_NAME_RESERVE} bytes"
+            f"{SUN_PATH_MAX - 4 - _PEER_NAME_RESERVE} bytes"
         )
     return path
 

@@ -8,7 +8,6 @@ broker/config/fields.py, the environment variable names in broker/config/env.py.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
@@ -20,7 +19,6 @@ from broker.config.keyring import KeyringConfig, check_keyring
 from broker.config.listeners import check_secret_file, parse_listeners, parse_policy_section
 from broker.config.schema import (
     DEV_STATE_DIR,
-    PURPOSES,
     AuditConfig,
     CacheConfig,
     Config,
@@ -31,16 +29,17 @@ from broker.config.schema import (
     MetricsConfig,
     ServerConfig,
 )
+from broker.core.wire import KEY_NAME_CHARS, KEY_NAME_PATTERN, MAX_KEY_NAME
 from broker.errors import ConfigError
+from broker.kms.registry import PURPOSES, SCHEMES, describe_uris, uri_pattern
+from broker.transport.sockets import SUN_PATH_MAX
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = ["load_config"]
 
-_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_URI = re.compile(r"^(local|aws-kms|vault-transit|gcp-kms|pkcs11)://\S+$")
-_SUN_PATH_MAX = 107  # bytes a Unix socket path may have on Linux
+_URI = uri_pattern(SCHEMES)
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "cache": CacheConfig,
@@ -55,9 +54,9 @@ _MAX_ALSO_WRAP = 3
 
 def _key(name: str, raw: object, where: str) -> KeyConfig:
     """Validate one `[keys.NAME]` table."""
-    if not _KEY_NAME.match(name):
+    if not KEY_NAME_PATTERN.fullmatch(name):
         raise ConfigError(
-            f"keys.{name}: key names are 1..64 characters of [A-Za-z0-9._-] ({where})"
+            f"keys.{name}: key names are 1..{MAX_KEY_NAME} characters of {KEY_NAME_CHARS} ({where})"
         )
     if not isinstance(raw, Mapping):
         raise ConfigError(f"keys.{name}: expected a table with a `uri` ({where})")
@@ -66,10 +65,7 @@ def _key(name: str, raw: object, where: str) -> KeyConfig:
         raise ConfigError(f"keys.{name}.{min(unknown)}: unknown setting ({where})")
     uri = raw.get("uri")
     if not isinstance(uri, str) or not _URI.match(uri):
-        raise ConfigError(
-            f"keys.{name}.uri: expected local://NAME, aws-kms://…, vault-transit://MOUNT/NAME, "
-            f"gcp-kms://projects/… or pkcs11://TOKEN/LABEL ({where})"
-        )
+        raise ConfigError(f"keys.{name}.uri: expected {describe_uris(SCHEMES)} ({where})")
     purpose = raw.get("purpose", "envelope")
     if purpose not in PURPOSES:
         raise ConfigError(f"keys.{name}.purpose: must be one of {', '.join(PURPOSES)} ({where})")
@@ -86,6 +82,13 @@ def _key(name: str, raw: object, where: str) -> KeyConfig:
     )
 
 
+def _table(label: str, raw: object, where: str) -> Mapping[str, Any]:
+    """A TOML table, or one line naming what should have been one."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{label}: expected a table ({where})")
+    return raw
+
+
 def _from_file(cfg: Config, path: Path) -> Config:
     """Overlay a TOML file onto cfg."""
     where = str(path)
@@ -98,14 +101,15 @@ def _from_file(cfg: Config, path: Path) -> Config:
     check_secret_file(path, data)
     for section, values in data.items():
         if section in _SECTIONS:
-            if not isinstance(values, Mapping):
-                raise ConfigError(f"{section}: expected a table ({where})")
-            cfg = apply_section(cfg, section, values, where)
+            cfg = apply_section(cfg, section, _table(section, values, where), where)
         elif section == "keys":
-            keys = {n: _key(n, v, where) for n, v in dict(values).items()}
+            keys = {n: _key(n, v, where) for n, v in _table(section, values, where).items()}
             cfg = replace(cfg, keys=keys)
         elif section == "backends":
-            cfg = replace(cfg, backends={str(k): dict(v) for k, v in dict(values).items()})
+            tables = _table(section, values, where).items()
+            cfg = replace(
+                cfg, backends={n: dict(_table(f"backends.{n}", v, where)) for n, v in tables}
+            )
         elif section == "listeners":
             cfg = replace(cfg, listeners=parse_listeners(values, where))
         elif section == "policy":
@@ -178,6 +182,8 @@ def load_config(
             "keys: no keys configured; add a [keys.default] table with a uri, "
             "set ECL_CRYPTO_KMS_BACKEND, or run `keybroker serve --dev`"
         )
-    if len(os.fsencode(cfg.server.socket.absolute())) > _SUN_PATH_MAX:
-        raise ConfigError("server.socket: path longer than 107 bytes; choose a shorter path")
+    if len(os.fsencode(cfg.server.socket.absolute())) > SUN_PATH_MAX:
+        raise ConfigError(
+            f"server.socket: path longer than {SUN_PATH_MAX} bytes; choose a shorter path"
+        )
     return cfg

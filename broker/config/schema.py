@@ -36,7 +36,6 @@ __all__ = [
 DEFAULT_SOCKET = Path("/run/keybroker/keybroker.sock")
 DEFAULT_STATE_DIR = Path("/var/lib/keybroker")
 DEV_STATE_DIR = Path(".keybroker")
-PURPOSES = ("envelope", "signing", "hmac", "asymmetric_decrypt", "derivation")
 
 
 @dataclass(frozen=True, slots=True)

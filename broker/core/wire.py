@@ -40,6 +40,7 @@ __all__ = [
     "FLAG_CONTEXT_STORED",
     "FORMAT_STREAM",
     "FORMAT_V1",
+    "KEY_NAME_CHARS",
     "KEY_NAME_PATTERN",
     "MAX_HEADER_SIZE",
     "MAX_KEY_NAME",
@@ -80,11 +81,14 @@ MAX_SEGMENT_SIZE = 4194304
 _HEADER_FIXED_BYTES = 4 + 4 + 2 + 2 + COMMITMENT_SIZE + 4 + STREAM_SALT_SIZE
 MAX_HEADER_SIZE = _HEADER_FIXED_BYTES + MAX_KEY_NAME + MAX_WRAPPED_DEK + MAX_STORED_CONTEXT
 
-KEY_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A logical key name: 1..MAX_KEY_NAME of these characters, the first a letter or digit. The
+# daemon's configuration and the envelope header accept exactly the same names.
+KEY_NAME_CHARS = "[A-Za-z0-9._-]"
+KEY_NAME_PATTERN = re.compile(rf"[A-Za-z0-9]{KEY_NAME_CHARS}{{0,{MAX_KEY_NAME - 1}}}")
 # Every non-empty prefix of a valid name matches, so a partial name can be checked early.
-_KEY_NAME_BYTES = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]*")
+_KEY_NAME_BYTES = re.compile(rf"[A-Za-z0-9]{KEY_NAME_CHARS}*".encode("ascii"))
 _KEY_NAME_MESSAGE = (
-    f"key name must be 1..{MAX_KEY_NAME} characters of [A-Za-z0-9._-], "
+    f"key name must be 1..{MAX_KEY_NAME} characters of {KEY_NAME_CHARS}, "
     "starting with a letter or digit"
 )
 
@@ -209,7 +213,7 @@ def _read_key_name(reader: _Reader) -> str:
         raise EnvelopeFormatError(f"key name length {length} is outside 1..{MAX_KEY_NAME}")
     partial = reader.peek(length)
     if partial and _KEY_NAME_BYTES.fullmatch(partial) is None:
-        raise EnvelopeFormatError("key name has a character outside [A-Za-z0-9._-]")
+        raise EnvelopeFormatError(f"key name has a character outside {KEY_NAME_CHARS}")
     return reader.take(length).decode("ascii")
 
 

@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from broker.config.validate import local_key_type_of
 from broker.daemon.crypto import crypto_services
 from broker.daemon.logs import configure_logging
 from broker.daemon.metrics import BrokerCollector, serve_metrics
 from broker.daemon.root_key import RootKey
 from broker.daemon.security import Security, build_security, harden
-from broker.errors import ConfigError
-from broker.kms.base import DecryptionBackend, MacBackend, SecretBackend, SigningBackend
-from broker.kms.local.backend import LocalBackend, local_key_type
+from broker.kms.local.backend import LocalBackend
 from broker.kms.local.keyring import Keyring
 from broker.kms.multiwrap import MultiWrapBackend
-from broker.kms.registry import build_remote_backend
+from broker.kms.registry import LOCAL_SCHEME, build_remote_backend
 from broker.rpc.envelope import EnvelopeServicer
 from broker.rpc.gen import envelope_pb2, envelope_pb2_grpc, key_admin_pb2, key_admin_pb2_grpc
 from broker.rpc.key_admin import KeyAdminServicer
@@ -71,15 +70,6 @@ def _local_backend(cfg: Config, root_key: RootKey) -> LocalBackend:
     return LocalBackend(Keyring.open(state / "keyring.json", root_key()))
 
 
-# key purpose -> the protocol a backend needs to serve it (envelope: every backend)
-_PURPOSE_PROTOCOLS: dict[str, type] = {
-    "signing": SigningBackend,
-    "asymmetric_decrypt": DecryptionBackend,
-    "hmac": MacBackend,
-    "derivation": SecretBackend,
-}
-
-
 class _BackendPool:
     """One backend instance per backend kind, created when a key first needs it."""
 
@@ -92,26 +82,15 @@ class _BackendPool:
     def member(self, kc: KeyConfig, uri: str) -> tuple[KmsBackend, str]:
         """The backend and backend key id for one URI of a logical key."""
         scheme, _, key_id = uri.partition("://")
-        if scheme == "local":
+        if scheme == LOCAL_SCHEME:
             if self.local is None:
                 self.local = _local_backend(self._cfg, self._root_key)
-                self.all["local"] = self.local
+                self.all[LOCAL_SCHEME] = self.local
             _ensure_local(self.local, kc, key_id)
             return self.local, key_id
         if scheme not in self.all:
             self.all[scheme] = build_remote_backend(scheme, self._cfg.backends)
-        _check_purpose(kc, scheme, self.all[scheme])
         return self.all[scheme], key_id
-
-
-def _check_purpose(kc: KeyConfig, scheme: str, backend: KmsBackend) -> None:
-    """Refuse at start a purpose the backend has no protocol for, naming the field."""
-    protocol = _PURPOSE_PROTOCOLS.get(kc.purpose)
-    if protocol is None or isinstance(backend, protocol):
-        return
-    served = ["envelope", *(p for p, cls in _PURPOSE_PROTOCOLS.items() if isinstance(backend, cls))]
-    msg = f"keys.{kc.name}.purpose: {scheme}:// keys serve {', '.join(served)}, not {kc.purpose}"
-    raise ConfigError(msg)
 
 
 def _resolve(
@@ -121,9 +100,6 @@ def _resolve(
     pool = _BackendPool(cfg, root_key)
     keys: dict[str, ResolvedKey] = {}
     for name, kc in sorted(cfg.keys.items()):
-        if kc.also_wrap and kc.purpose != "envelope":
-            msg = f"keys.{name}.also_wrap: only envelope keys are wrapped by several backends"
-            raise ConfigError(msg)
         backend, key_id = pool.member(kc, kc.uri)
         if kc.also_wrap:
             members = [(backend, key_id), *(pool.member(kc, uri) for uri in kc.also_wrap)]
@@ -133,11 +109,7 @@ def _resolve(
 
 
 def _ensure_local(backend: LocalBackend, kc: KeyConfig, key_id: str) -> None:
-    try:
-        key_type = local_key_type(kc.purpose, kc.algorithm)
-    except ValueError as exc:
-        field = "algorithm" if kc.algorithm else "purpose"
-        raise ConfigError(f"keys.{kc.name}.{field}: {exc}") from None
+    key_type = local_key_type_of(kc)
     if backend.ensure_key(key_id, key_type):
         log.info("local_key_created", key=kc.name, type=key_type)
 
@@ -148,29 +120,29 @@ def _service_name(module: ModuleType, service: str) -> str:
 
 
 def build_app(cfg: Config) -> App:
-    """Wire configuration into backends, services and listeners."""
+    """Wire a configuration from validated_config (so already checked) into a daemon."""
     root_key = RootKey(cfg)
     keys, backends = _resolve(cfg, root_key)
     c = cfg.cache
     deks = DekProvider(
         DekLimits(
-            c.enabled,
-            c.decrypt_max_entries,
-            c.decrypt_ttl_seconds,
-            c.encrypt_max_age_seconds,
-            c.encrypt_max_messages,
-            c.encrypt_max_bytes,
+            enabled=c.enabled,
+            decrypt_max_entries=c.decrypt_max_entries,
+            decrypt_ttl_seconds=c.decrypt_ttl_seconds,
+            encrypt_max_age_seconds=c.encrypt_max_age_seconds,
+            encrypt_max_messages=c.encrypt_max_messages,
+            encrypt_max_bytes=c.encrypt_max_bytes,
         )
     )
     registry = KeyRegistry(keys)
     security = build_security(cfg, root_key)
     authz = security.authorizer
     limits = EnvelopeLimits(
-        cfg.server.max_plaintext_bytes,
-        cfg.server.max_batch_items,
-        c.lease_ttl_seconds,
-        c.lease_max_messages,
-        c.lease_max_bytes,
+        max_plaintext_bytes=cfg.server.max_plaintext_bytes,
+        max_batch_items=cfg.server.max_batch_items,
+        lease_ttl_seconds=c.lease_ttl_seconds,
+        lease_max_messages=c.lease_max_messages,
+        lease_max_bytes=c.lease_max_bytes,
     )
     envelope = EnvelopeService(registry, deks, authz, limits, audit=security.observer)
     admin = KeyAdminService(registry, deks, authz)

@@ -54,10 +54,15 @@ def crypto_services(
     cfg: Config, registry: KeyRegistry, authorizer: Authorizer, audit: AuditSink
 ) -> list[ServicerSpec]:
     """The ServicerSpecs of the five key-operation services, sharing one hashing work pool."""
-    limits = OperationLimits(cfg.server.max_plaintext_bytes, cfg.server.max_batch_items)
+    server = cfg.server
+    limits = OperationLimits(
+        max_data_bytes=server.max_plaintext_bytes, max_batch_items=server.max_batch_items
+    )
     ops = Operations(registry, authorizer, limits, audit)
     h = cfg.hashing
-    pool = WorkPool(WorkLimits(h.max_concurrent, h.memory_budget_bytes))
+    pool = WorkPool(
+        WorkLimits(max_concurrent=h.max_concurrent, memory_budget_bytes=h.memory_budget_bytes)
+    )
     signing = SigningService(ops)
     asymmetric = AsymmetricService(ops)
     hashing = (HashingService(ops), PasswordService(ops, pool))

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["DekLimits", "DekProvider", "DekStats", "FreshKey"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DekLimits:
     """Cache limits; `enabled=False` makes every operation call the KMS."""
 

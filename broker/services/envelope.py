@@ -73,7 +73,7 @@ T = TypeVar("T")
 R = TypeVar("R", bound=_Keyed)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnvelopeLimits:
     """Request bounds and lease limits."""
 

@@ -28,7 +28,7 @@ from broker.transport.peercred import (
     process_start_time,
 )
 from broker.transport.server import lock_socket, prepare_socket_dir
-from broker.transport.sockets import apply_ownership, bind_umask, private_dir
+from broker.transport.sockets import SUN_PATH_MAX, apply_ownership, bind_umask, private_dir
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,7 +42,6 @@ __all__ = ["PeercredListener"]
 
 log = structlog.get_logger("keybroker.peercred")
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
-_SUN_PATH_MAX = 107
 _BACKLOG = 512
 
 
@@ -150,7 +149,7 @@ class _Proxy:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
         try:
-            if len(os.fsencode(path)) > _SUN_PATH_MAX:
+            if len(os.fsencode(path)) > SUN_PATH_MAX:
                 raise OSError("peer socket path too long")  # noqa: TRY301 - one cleanup path
             sock.bind(str(path))
             try:

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-__all__ = ["apply_ownership", "bind_umask", "private_dir"]
+__all__ = ["SUN_PATH_MAX", "apply_ownership", "bind_umask", "private_dir"]
 
+SUN_PATH_MAX = 107  # bytes of a Unix socket path on Linux: sun_path[108] ends with a NUL
 _PRIVATE = 0o177  # umask giving 0600 sockets
 
 

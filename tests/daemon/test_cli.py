@@ -78,3 +78,33 @@ class TestCli:
         result = _kb("config", "check", str(path))
         assert result.returncode == code
         assert out in result.stdout + result.stderr
+
+    @pytest.mark.parametrize(
+        ("uri", "table", "line"),
+        [
+            (
+                "local://default",
+                'adress = "x"\n',
+                "keybroker: backends.vault.adress: unknown setting (known: address, ",
+            ),
+            (
+                "vault-transit://transit/k",
+                'timeout = "ten"\n',
+                "keybroker: backends.vault.timeout: expected float",
+            ),
+        ],
+    )
+    def test_config_check_refuses_what_serve_refuses(self, tmp_path, uri, table, line):
+        """A wrong backend field: `config check` and `serve` exit 2 with the same one line."""
+        path = tmp_path / "k.toml"
+        path.write_text(
+            f'[keys.default]\nuri = "{uri}"\n'
+            f'[backends.vault]\naddress = "http://127.0.0.1:8200"\n{table}'
+        )
+        check = _kb("config", "check", str(path))
+        serve = _kb("serve", "--dev", "--config", str(path), "--state-dir", str(tmp_path / "s"))
+        lines = [r.stderr.decode().splitlines() for r in (check, serve)]
+        assert (check.returncode, serve.returncode) == (2, 2)
+        assert lines[0] == [ln for ln in lines[1] if ln.startswith("keybroker:")]
+        assert len(lines[0]) == 1
+        assert lines[0][0].startswith(line)
