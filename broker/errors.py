@@ -16,6 +16,9 @@ __all__ = [
     "InvalidRequestError",
     "KeyNotFoundError",
     "KeyStateError",
+    "KeyStoreError",
+    "KeyStoreReadOnlyError",
+    "KeyStoreUnavailableError",
     "KmsAuthenticationError",
     "KmsError",
     "KmsInvalidCiphertextError",
@@ -160,3 +163,21 @@ class KmsInvalidCiphertextError(KmsError):
 
     reason = "DECRYPTION_FAILED"
     default_message = DECRYPTION_FAILED_MESSAGE
+
+
+class KeyStoreError(BrokerError):
+    """A key change could not be committed to the key store; nothing was changed."""
+
+    reason = "KEYSTORE_UNAVAILABLE"
+    default_message = "key store unavailable; no change was made"
+
+
+class KeyStoreUnavailableError(KeyStoreError):
+    """The key store cannot be reached or failed (retryable); reads keep working from memory."""
+
+
+class KeyStoreReadOnlyError(KeyStoreError):
+    """The key store refuses writes (read-only or full); an operator must act before retrying."""
+
+    reason = "KEYSTORE_READ_ONLY"
+    default_message = "key store is read-only or full; no change was made"

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	pb "keybroker.dev/client/keybrokerv1"
 )
 
 // Trailing metadata keys the daemon sets on a failed call.
@@ -48,20 +51,40 @@ var (
 	ErrInternal = errors.New("keybroker: internal error")
 )
 
+// kindsByReason is the reason table. It is keyed by the proto's ErrorReason, so only a word the
+// daemon can send has an entry; errors_test.go checks that every value has one.
+var kindsByReason = map[pb.ErrorReason][]error{
+	pb.ErrorReason_ERROR_REASON_INTERNAL:             {ErrInternal},
+	pb.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:     {ErrInvalidArgument},
+	pb.ErrorReason_ERROR_REASON_DECRYPTION_FAILED:    {ErrDecryption},
+	pb.ErrorReason_ERROR_REASON_VERIFICATION_FAILED:  {ErrVerification},
+	pb.ErrorReason_ERROR_REASON_UNAUTHENTICATED:      {ErrUnauthenticated, ErrPermissionDenied},
+	pb.ErrorReason_ERROR_REASON_PERMISSION_DENIED:    {ErrPermissionDenied},
+	pb.ErrorReason_ERROR_REASON_KEY_NOT_FOUND:        {ErrKeyNotFound, ErrKMS},
+	pb.ErrorReason_ERROR_REASON_KEY_STATE:            {ErrKeyState},
+	pb.ErrorReason_ERROR_REASON_WRONG_KEY_PURPOSE:    {ErrKeyState},
+	pb.ErrorReason_ERROR_REASON_RESOURCE_EXHAUSTED:   {ErrResourceExhausted},
+	pb.ErrorReason_ERROR_REASON_RATE_LIMITED:         {ErrResourceExhausted},
+	pb.ErrorReason_ERROR_REASON_KMS_ERROR:            {ErrKMS},
+	pb.ErrorReason_ERROR_REASON_KMS_UNAVAILABLE:      {ErrKMSUnavailable, ErrKMS},
+	pb.ErrorReason_ERROR_REASON_KMS_AUTHENTICATION:   {ErrKMSAuthentication, ErrKMS},
+	pb.ErrorReason_ERROR_REASON_KEYSTORE_UNAVAILABLE: {ErrKMS},
+	pb.ErrorReason_ERROR_REASON_KEYSTORE_READ_ONLY:   {ErrKMS},
+}
+
+// reasonPrefix is dropped from an ErrorReason name to give the word the daemon sends.
+const reasonPrefix = "ERROR_REASON_"
+
 // byReason maps the daemon's stable reason words; it is consulted before the status code.
-var byReason = map[string][]error{
-	"DECRYPTION_FAILED":   {ErrDecryption},
-	"VERIFICATION_FAILED": {ErrVerification},
-	"INVALID_ARGUMENT":    {ErrInvalidArgument},
-	"UNAUTHENTICATED":     {ErrUnauthenticated, ErrPermissionDenied},
-	"PERMISSION_DENIED":   {ErrPermissionDenied},
-	"KEY_NOT_FOUND":       {ErrKeyNotFound, ErrKMS},
-	"KEY_STATE":           {ErrKeyState},
-	"WRONG_KEY_PURPOSE":   {ErrKeyState},
-	"RESOURCE_EXHAUSTED":  {ErrResourceExhausted},
-	"KMS_UNAVAILABLE":     {ErrKMSUnavailable, ErrKMS},
-	"KMS_AUTHENTICATION":  {ErrKMSAuthentication, ErrKMS},
-	"KMS_ERROR":           {ErrKMS},
+var byReason = byWireWord(kindsByReason)
+
+// byWireWord keys the reason table by the word on the wire, the form the trailer carries.
+func byWireWord(table map[pb.ErrorReason][]error) map[string][]error {
+	words := make(map[string][]error, len(table))
+	for reason, kinds := range table {
+		words[strings.TrimPrefix(reason.String(), reasonPrefix)] = kinds
+	}
+	return words
 }
 
 // byCode is the fallback when the trailer carries no known reason.

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19keybroker/v1/common.proto\x12\x0ckeybroker.v1\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19keybroker/v1/common.proto\x12\x0ckeybroker.v1\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t*\xcc\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x01\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x02\x12\"\n\x1e\x45RROR_REASON_DECRYPTION_FAILED\x10\x03\x12$\n ERROR_REASON_VERIFICATION_FAILED\x10\x04\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x05\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x06\x12\x1e\n\x1a\x45RROR_REASON_KEY_NOT_FOUND\x10\x07\x12\x1a\n\x16\x45RROR_REASON_KEY_STATE\x10\x08\x12\"\n\x1e\x45RROR_REASON_WRONG_KEY_PURPOSE\x10\t\x12#\n\x1f\x45RROR_REASON_RESOURCE_EXHAUSTED\x10\n\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x0b\x12\x1a\n\x16\x45RROR_REASON_KMS_ERROR\x10\x0c\x12 \n\x1c\x45RROR_REASON_KMS_UNAVAILABLE\x10\r\x12#\n\x1f\x45RROR_REASON_KMS_AUTHENTICATION\x10\x0e\x12%\n!ERROR_REASON_KEYSTORE_UNAVAILABLE\x10\x0f\x12#\n\x1f\x45RROR_REASON_KEYSTORE_READ_ONLY\x10\x10\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keybroker.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._serialized_start=104
+  _globals['_ERRORREASON']._serialized_end=692
   _globals['_ITEMERROR']._serialized_start=43
   _globals['_ITEMERROR']._serialized_end=101
 # @@protoc_insertion_point(module_scope)

@@ -21,10 +21,126 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ErrorReason lists every stable reason word the daemon reports for a failed call.
+//
+// The word travels as a string, never as this enum's number: in the trailing metadata
+// `keybroker-error-reason` of a failed call and in `ItemError.reason` of a failed batch item.
+// The word is the value name without the `ERROR_REASON_` prefix (ERROR_REASON_KEY_NOT_FOUND
+// is sent as `KEY_NOT_FOUND`). Clients map the word to their exceptions before looking at the
+// gRPC status code. Every value except ERROR_REASON_UNSPECIFIED is sent by the daemon, and the
+// daemon sends no other word.
+type ErrorReason int32
+
+const (
+	// Never sent; the zero value required by proto3.
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	// Unexpected daemon failure: retry once, then report the request id (the daemon's log has the detail).
+	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 1
+	// The request is malformed or over a configured limit: fix the request as the message says.
+	ErrorReason_ERROR_REASON_INVALID_ARGUMENT ErrorReason = 2
+	// The envelope cannot be opened (wrong context or key, tampered, not an envelope): do not retry.
+	ErrorReason_ERROR_REASON_DECRYPTION_FAILED ErrorReason = 3
+	// A signature, MAC, digest or password did not verify: treat the input as untrusted.
+	ErrorReason_ERROR_REASON_VERIFICATION_FAILED ErrorReason = 4
+	// The caller's identity could not be established: check how the client connects (socket, mTLS).
+	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 5
+	// The policy denies this caller the operation on this key: ask for a policy change.
+	ErrorReason_ERROR_REASON_PERMISSION_DENIED ErrorReason = 6
+	// The logical key, or the KMS key behind it, does not exist: check the key name and configuration.
+	ErrorReason_ERROR_REASON_KEY_NOT_FOUND ErrorReason = 7
+	// The key or key version is disabled or otherwise unusable now: enable it or use another version.
+	ErrorReason_ERROR_REASON_KEY_STATE ErrorReason = 8
+	// The key serves another purpose (for example signing with an envelope key): use a key of the right kind.
+	ErrorReason_ERROR_REASON_WRONG_KEY_PURPOSE ErrorReason = 9
+	// A resource budget of the daemon is exhausted: retry later with backoff.
+	ErrorReason_ERROR_REASON_RESOURCE_EXHAUSTED ErrorReason = 10
+	// A rate limit of the policy refused the call: retry after the `retry-after-ms` trailer.
+	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 11
+	// The KMS behind the daemon failed: retry later; the operator checks the daemon's log.
+	ErrorReason_ERROR_REASON_KMS_ERROR ErrorReason = 12
+	// The KMS is unreachable or throttling: retry later with backoff.
+	ErrorReason_ERROR_REASON_KMS_UNAVAILABLE ErrorReason = 13
+	// The KMS refused the daemon's own credentials: the operator fixes the daemon's configuration.
+	ErrorReason_ERROR_REASON_KMS_AUTHENTICATION ErrorReason = 14
+	// A key change could not be written to the key store and nothing changed: retry later.
+	ErrorReason_ERROR_REASON_KEYSTORE_UNAVAILABLE ErrorReason = 15
+	// The key store refuses writes (read-only or full) and nothing changed: the operator frees it first.
+	ErrorReason_ERROR_REASON_KEYSTORE_READ_ONLY ErrorReason = 16
+)
+
+// Enum value maps for ErrorReason.
+var (
+	ErrorReason_name = map[int32]string{
+		0:  "ERROR_REASON_UNSPECIFIED",
+		1:  "ERROR_REASON_INTERNAL",
+		2:  "ERROR_REASON_INVALID_ARGUMENT",
+		3:  "ERROR_REASON_DECRYPTION_FAILED",
+		4:  "ERROR_REASON_VERIFICATION_FAILED",
+		5:  "ERROR_REASON_UNAUTHENTICATED",
+		6:  "ERROR_REASON_PERMISSION_DENIED",
+		7:  "ERROR_REASON_KEY_NOT_FOUND",
+		8:  "ERROR_REASON_KEY_STATE",
+		9:  "ERROR_REASON_WRONG_KEY_PURPOSE",
+		10: "ERROR_REASON_RESOURCE_EXHAUSTED",
+		11: "ERROR_REASON_RATE_LIMITED",
+		12: "ERROR_REASON_KMS_ERROR",
+		13: "ERROR_REASON_KMS_UNAVAILABLE",
+		14: "ERROR_REASON_KMS_AUTHENTICATION",
+		15: "ERROR_REASON_KEYSTORE_UNAVAILABLE",
+		16: "ERROR_REASON_KEYSTORE_READ_ONLY",
+	}
+	ErrorReason_value = map[string]int32{
+		"ERROR_REASON_UNSPECIFIED":          0,
+		"ERROR_REASON_INTERNAL":             1,
+		"ERROR_REASON_INVALID_ARGUMENT":     2,
+		"ERROR_REASON_DECRYPTION_FAILED":    3,
+		"ERROR_REASON_VERIFICATION_FAILED":  4,
+		"ERROR_REASON_UNAUTHENTICATED":      5,
+		"ERROR_REASON_PERMISSION_DENIED":    6,
+		"ERROR_REASON_KEY_NOT_FOUND":        7,
+		"ERROR_REASON_KEY_STATE":            8,
+		"ERROR_REASON_WRONG_KEY_PURPOSE":    9,
+		"ERROR_REASON_RESOURCE_EXHAUSTED":   10,
+		"ERROR_REASON_RATE_LIMITED":         11,
+		"ERROR_REASON_KMS_ERROR":            12,
+		"ERROR_REASON_KMS_UNAVAILABLE":      13,
+		"ERROR_REASON_KMS_AUTHENTICATION":   14,
+		"ERROR_REASON_KEYSTORE_UNAVAILABLE": 15,
+		"ERROR_REASON_KEYSTORE_READ_ONLY":   16,
+	}
+)
+
+func (x ErrorReason) Enum() *ErrorReason {
+	p := new(ErrorReason)
+	*p = x
+	return p
+}
+
+func (x ErrorReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_keybroker_v1_common_proto_enumTypes[0].Descriptor()
+}
+
+func (ErrorReason) Type() protoreflect.EnumType {
+	return &file_keybroker_v1_common_proto_enumTypes[0]
+}
+
+func (x ErrorReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorReason.Descriptor instead.
+func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_keybroker_v1_common_proto_rawDescGZIP(), []int{0}
+}
+
 // ItemError reports why one item of a batch failed; the other items are unaffected.
 // `code` is a gRPC status code number, `reason` a stable machine-readable word
-// (for example DECRYPTION_FAILED, KEY_NOT_FOUND, INVALID_ARGUMENT) and `message` a
-// fixed human-readable sentence that never contains secrets.
+// (an ErrorReason value name without its `ERROR_REASON_` prefix, for example
+// DECRYPTION_FAILED) and `message` a fixed human-readable sentence that never contains secrets.
 type ItemError struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
@@ -93,7 +209,26 @@ const file_keybroker_v1_common_proto_rawDesc = "" +
 	"\tItemError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessageb\x06proto3"
+	"\amessage\x18\x03 \x01(\tR\amessage*\xcc\x04\n" +
+	"\vErrorReason\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\x01\x12!\n" +
+	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x02\x12\"\n" +
+	"\x1eERROR_REASON_DECRYPTION_FAILED\x10\x03\x12$\n" +
+	" ERROR_REASON_VERIFICATION_FAILED\x10\x04\x12 \n" +
+	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x05\x12\"\n" +
+	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x06\x12\x1e\n" +
+	"\x1aERROR_REASON_KEY_NOT_FOUND\x10\a\x12\x1a\n" +
+	"\x16ERROR_REASON_KEY_STATE\x10\b\x12\"\n" +
+	"\x1eERROR_REASON_WRONG_KEY_PURPOSE\x10\t\x12#\n" +
+	"\x1fERROR_REASON_RESOURCE_EXHAUSTED\x10\n" +
+	"\x12\x1d\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x10\v\x12\x1a\n" +
+	"\x16ERROR_REASON_KMS_ERROR\x10\f\x12 \n" +
+	"\x1cERROR_REASON_KMS_UNAVAILABLE\x10\r\x12#\n" +
+	"\x1fERROR_REASON_KMS_AUTHENTICATION\x10\x0e\x12%\n" +
+	"!ERROR_REASON_KEYSTORE_UNAVAILABLE\x10\x0f\x12#\n" +
+	"\x1fERROR_REASON_KEYSTORE_READ_ONLY\x10\x10b\x06proto3"
 
 var (
 	file_keybroker_v1_common_proto_rawDescOnce sync.Once
@@ -107,9 +242,11 @@ func file_keybroker_v1_common_proto_rawDescGZIP() []byte {
 	return file_keybroker_v1_common_proto_rawDescData
 }
 
+var file_keybroker_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_keybroker_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_keybroker_v1_common_proto_goTypes = []any{
-	(*ItemError)(nil), // 0: keybroker.v1.ItemError
+	(ErrorReason)(0),  // 0: keybroker.v1.ErrorReason
+	(*ItemError)(nil), // 1: keybroker.v1.ItemError
 }
 var file_keybroker_v1_common_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -129,13 +266,14 @@ func file_keybroker_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keybroker_v1_common_proto_rawDesc), len(file_keybroker_v1_common_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_keybroker_v1_common_proto_goTypes,
 		DependencyIndexes: file_keybroker_v1_common_proto_depIdxs,
+		EnumInfos:         file_keybroker_v1_common_proto_enumTypes,
 		MessageInfos:      file_keybroker_v1_common_proto_msgTypes,
 	}.Build()
 	File_keybroker_v1_common_proto = out.File

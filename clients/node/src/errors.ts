@@ -66,19 +66,30 @@ export { KeyNotFoundError as KMSKeyNotFoundError };
 
 type ErrorClass = new (message: string, options?: KeybrokerErrorOptions) => KeybrokerError;
 
-const BY_REASON: Readonly<Record<string, ErrorClass>> = {
+/**
+ * The reason table: one entry per value of the proto's `ErrorReason` enum
+ * (proto/keybroker/v1/common.proto), keyed by the word the daemon sends, the value name without
+ * its `ERROR_REASON_` prefix; test/errors.test.mjs checks it against the proto. `null`: the word
+ * does not pick a class, the operation's own class is used.
+ * @internal
+ */
+export const BY_REASON: Readonly<Record<string, ErrorClass | null>> = {
+  INTERNAL: null,
+  INVALID_ARGUMENT: InvalidParameterError,
   DECRYPTION_FAILED: DecryptionError,
   VERIFICATION_FAILED: VerificationError,
-  INVALID_ARGUMENT: InvalidParameterError,
   UNAUTHENTICATED: AuthenticationError,
   PERMISSION_DENIED: PermissionDeniedError,
   KEY_NOT_FOUND: KeyNotFoundError,
   KEY_STATE: KeyStateError,
   WRONG_KEY_PURPOSE: KeyStateError,
   RESOURCE_EXHAUSTED: ResourceExhaustedError,
+  RATE_LIMITED: ResourceExhaustedError,
+  KMS_ERROR: KMSError,
   KMS_UNAVAILABLE: KMSUnavailableError,
   KMS_AUTHENTICATION: KMSAuthenticationError,
-  KMS_ERROR: KMSError,
+  KEYSTORE_UNAVAILABLE: KMSError,
+  KEYSTORE_READ_ONLY: KMSError,
 };
 
 const BY_CODE: ReadonlyMap<number, ErrorClass> = new Map<number, ErrorClass>([
@@ -104,6 +115,11 @@ function firstString(metadata: Metadata | undefined, key: string): string | null
   return typeof value === 'string' ? value : value.toString('utf8');
 }
 
+/** The class a reason word picks; own keys only, so `constructor` cannot reach Object.prototype. */
+function reasonClass(reason: string): ErrorClass | null | undefined {
+  return Object.hasOwn(BY_REASON, reason) ? BY_REASON[reason] : undefined;
+}
+
 /**
  * Convert a gRPC failure to the matching KeybrokerError subclass.
  * @param fallback the operation's own class, used for reasons/codes the table does not name.
@@ -117,7 +133,7 @@ export function fromServiceError(
   const reason = firstString(err.metadata, REASON_METADATA_KEY);
   const requestId = firstString(err.metadata, REQUEST_ID_METADATA_KEY);
   // A reason is only sent by the daemon; without one, the code decides (transport errors too).
-  const cls = (reason !== null ? BY_REASON[reason] : BY_CODE.get(err.code)) ?? fallback;
+  const cls = (reason === null ? BY_CODE.get(err.code) : reasonClass(reason)) ?? fallback;
   let message = err.details || err.message;
   if (cls === BrokerUnavailableError) {
     message =

@@ -1,18 +1,18 @@
 """The client's exception hierarchy and the one place that maps gRPC failures onto it.
 
-The daemon sends a stable word in the trailing metadata key ``keybroker-error-reason``;
-mapping by that word first keeps the client independent of which status code the daemon
+The daemon sends a stable word in the trailing metadata key ``keybroker-error-reason``: a
+value name of the proto's ``ErrorReason`` enum without its ``ERROR_REASON_`` prefix. Mapping
+by that word first keeps the client independent of which status code the daemon
 picks for a failure, and the status code is only the fallback.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
-if TYPE_CHECKING:
-    from ._gen.common_pb2 import ItemError
+from ._gen import common_pb2
 
 __all__ = [
     "REASON_METADATA_KEY",
@@ -140,20 +140,41 @@ class UnsupportedOperationError(KeybrokerError):
     """The daemon does not implement this operation (an older daemon, or a disabled feature)."""
 
 
-_BY_REASON: dict[str, type[KeybrokerError]] = {
-    "DECRYPTION_FAILED": DecryptionError,
-    "VERIFICATION_FAILED": VerificationError,
-    "INVALID_ARGUMENT": InvalidParameterError,
-    "UNAUTHENTICATED": AuthenticationError,
-    "PERMISSION_DENIED": PermissionDeniedError,
-    "KEY_NOT_FOUND": KMSKeyNotFoundError,
-    "KEY_STATE": KeyStateError,
-    "WRONG_KEY_PURPOSE": KeyStateError,
-    "RESOURCE_EXHAUSTED": ResourceExhaustedError,
-    "KMS_UNAVAILABLE": KMSUnavailableError,
-    "KMS_AUTHENTICATION": KMSAuthenticationError,
-    "KMS_ERROR": KMSError,
+# Keyed by the proto's ErrorReason, so only a word the daemon can send can be mapped. None: the
+# word does not pick a class; the status code does, else the operation's own class.
+_BY_ERROR_REASON: dict[common_pb2.ErrorReason.ValueType, type[KeybrokerError] | None] = {
+    common_pb2.ERROR_REASON_INTERNAL: None,
+    common_pb2.ERROR_REASON_INVALID_ARGUMENT: InvalidParameterError,
+    common_pb2.ERROR_REASON_DECRYPTION_FAILED: DecryptionError,
+    common_pb2.ERROR_REASON_VERIFICATION_FAILED: VerificationError,
+    common_pb2.ERROR_REASON_UNAUTHENTICATED: AuthenticationError,
+    common_pb2.ERROR_REASON_PERMISSION_DENIED: PermissionDeniedError,
+    common_pb2.ERROR_REASON_KEY_NOT_FOUND: KMSKeyNotFoundError,
+    common_pb2.ERROR_REASON_KEY_STATE: KeyStateError,
+    common_pb2.ERROR_REASON_WRONG_KEY_PURPOSE: KeyStateError,
+    common_pb2.ERROR_REASON_RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    common_pb2.ERROR_REASON_RATE_LIMITED: ResourceExhaustedError,
+    common_pb2.ERROR_REASON_KMS_ERROR: KMSError,
+    common_pb2.ERROR_REASON_KMS_UNAVAILABLE: KMSUnavailableError,
+    common_pb2.ERROR_REASON_KMS_AUTHENTICATION: KMSAuthenticationError,
+    common_pb2.ERROR_REASON_KEYSTORE_UNAVAILABLE: KMSError,
+    common_pb2.ERROR_REASON_KEYSTORE_READ_ONLY: KMSError,
 }
+
+_REASON_PREFIX = "ERROR_REASON_"
+
+
+def _by_wire_word(
+    table: dict[common_pb2.ErrorReason.ValueType, type[KeybrokerError] | None],
+) -> dict[str, type[KeybrokerError] | None]:
+    """Key the table by the word the daemon sends: the value name without its prefix."""
+    return {
+        common_pb2.ErrorReason.Name(value).removeprefix(_REASON_PREFIX): cls
+        for value, cls in table.items()
+    }
+
+
+_BY_REASON = _by_wire_word(_BY_ERROR_REASON)
 
 _BY_CODE: dict[grpc.StatusCode, type[KeybrokerError]] = {
     grpc.StatusCode.UNAVAILABLE: BrokerUnavailableError,
@@ -172,8 +193,9 @@ def _classify(
     code: grpc.StatusCode | None, reason: str, operation_error: type[KeybrokerError]
 ) -> type[KeybrokerError]:
     """Pick the class: the reason word wins, then the status code, then the operation's own."""
-    if reason in _BY_REASON:
-        return _BY_REASON[reason]
+    by_reason = _BY_REASON.get(reason)
+    if by_reason is not None:
+        return by_reason
     if code is not None and code in _BY_CODE:
         return _BY_CODE[code]
     return operation_error
@@ -222,7 +244,9 @@ def error_from_rpc(
     )
 
 
-def error_from_item(item: ItemError, operation_error: type[KeybrokerError]) -> KeybrokerError:
+def error_from_item(
+    item: common_pb2.ItemError, operation_error: type[KeybrokerError]
+) -> KeybrokerError:
     """Turn one failed batch item into an exception instance, through the same table."""
     code = _CODE_BY_NUMBER.get(item.code)
     cls = _classify(code, item.reason, operation_error)

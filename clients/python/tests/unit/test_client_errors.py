@@ -9,7 +9,7 @@ from keybroker_client._errors import (
     error_from_item,
     error_from_rpc,
 )
-from keybroker_client._gen.common_pb2 import ItemError
+from keybroker_client._gen.common_pb2 import ErrorReason, ItemError
 
 
 class FakeRpcError(grpc.RpcError):
@@ -55,6 +55,12 @@ REASON_CASES = [
     ("KMS_AUTHENTICATION", S.INTERNAL, kb.KMSAuthenticationError),
     ("KMS_ERROR", S.INTERNAL, kb.KMSError),
     ("INTERNAL", S.INTERNAL, kb.EncryptionError),
+]
+
+ENUM_WORDS = [
+    value.name.removeprefix("ERROR_REASON_")
+    for value in ErrorReason.DESCRIPTOR.values
+    if value.number != ErrorReason.Value("ERROR_REASON_UNSPECIFIED")
 ]
 
 CODE_CASES = [
@@ -159,6 +165,36 @@ class TestErrorFromRpc:
 
         assert type(error) is kb.SigningError
         assert str(error) == "INTERNAL"
+
+
+class TestReasonTable:
+    """The reason table is the proto's ErrorReason enum, word for word."""
+
+    @pytest.mark.parametrize("word", ENUM_WORDS)
+    def test_every_enum_value_maps_to_a_client_class(self, word):
+        """Each word the daemon can send picks a class; INTERNAL keeps the operation's own."""
+        error = error_from_rpc(FakeRpcError(S.UNKNOWN, "details", word), kb.TokenGenerationError)
+
+        assert isinstance(error, kb.KeybrokerError)
+        assert (type(error) is kb.TokenGenerationError) == (word == "INTERNAL")
+        assert error.reason == word
+
+    def test_rate_limited_reason_is_a_resource_exhausted_error(self):
+        """A policy rate limit is caught like any exhausted budget, whatever the status code."""
+        error = error_from_rpc(
+            FakeRpcError(S.UNKNOWN, "slow down", "RATE_LIMITED"), kb.HashingError
+        )
+
+        assert type(error) is kb.ResourceExhaustedError
+
+    @pytest.mark.parametrize("word", ["ERROR_REASON_DECRYPTION_FAILED", "DECRYPTION_FAILURE"])
+    def test_words_outside_the_enum_are_not_mapped(self, word):
+        """Only the exact wire word maps; a prefixed name or a near miss falls back to the code."""
+        error = error_from_rpc(
+            FakeRpcError(S.INVALID_ARGUMENT, "details", word), kb.EncryptionError
+        )
+
+        assert type(error) is kb.InvalidParameterError
 
 
 class TestErrorFromItem:

@@ -6,6 +6,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,12 +18,100 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    """Never sent; the zero value required by proto3."""
+    ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 1
+    """Unexpected daemon failure: retry once, then report the request id (the daemon's log has the detail)."""
+    ERROR_REASON_INVALID_ARGUMENT: _ErrorReason.ValueType  # 2
+    """The request is malformed or over a configured limit: fix the request as the message says."""
+    ERROR_REASON_DECRYPTION_FAILED: _ErrorReason.ValueType  # 3
+    """The envelope cannot be opened (wrong context or key, tampered, not an envelope): do not retry."""
+    ERROR_REASON_VERIFICATION_FAILED: _ErrorReason.ValueType  # 4
+    """A signature, MAC, digest or password did not verify: treat the input as untrusted."""
+    ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 5
+    """The caller's identity could not be established: check how the client connects (socket, mTLS)."""
+    ERROR_REASON_PERMISSION_DENIED: _ErrorReason.ValueType  # 6
+    """The policy denies this caller the operation on this key: ask for a policy change."""
+    ERROR_REASON_KEY_NOT_FOUND: _ErrorReason.ValueType  # 7
+    """The logical key, or the KMS key behind it, does not exist: check the key name and configuration."""
+    ERROR_REASON_KEY_STATE: _ErrorReason.ValueType  # 8
+    """The key or key version is disabled or otherwise unusable now: enable it or use another version."""
+    ERROR_REASON_WRONG_KEY_PURPOSE: _ErrorReason.ValueType  # 9
+    """The key serves another purpose (for example signing with an envelope key): use a key of the right kind."""
+    ERROR_REASON_RESOURCE_EXHAUSTED: _ErrorReason.ValueType  # 10
+    """A resource budget of the daemon is exhausted: retry later with backoff."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 11
+    """A rate limit of the policy refused the call: retry after the `retry-after-ms` trailer."""
+    ERROR_REASON_KMS_ERROR: _ErrorReason.ValueType  # 12
+    """The KMS behind the daemon failed: retry later; the operator checks the daemon's log."""
+    ERROR_REASON_KMS_UNAVAILABLE: _ErrorReason.ValueType  # 13
+    """The KMS is unreachable or throttling: retry later with backoff."""
+    ERROR_REASON_KMS_AUTHENTICATION: _ErrorReason.ValueType  # 14
+    """The KMS refused the daemon's own credentials: the operator fixes the daemon's configuration."""
+    ERROR_REASON_KEYSTORE_UNAVAILABLE: _ErrorReason.ValueType  # 15
+    """A key change could not be written to the key store and nothing changed: retry later."""
+    ERROR_REASON_KEYSTORE_READ_ONLY: _ErrorReason.ValueType  # 16
+    """The key store refuses writes (read-only or full) and nothing changed: the operator frees it first."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """ErrorReason lists every stable reason word the daemon reports for a failed call.
+
+    The word travels as a string, never as this enum's number: in the trailing metadata
+    `keybroker-error-reason` of a failed call and in `ItemError.reason` of a failed batch item.
+    The word is the value name without the `ERROR_REASON_` prefix (ERROR_REASON_KEY_NOT_FOUND
+    is sent as `KEY_NOT_FOUND`). Clients map the word to their exceptions before looking at the
+    gRPC status code. Every value except ERROR_REASON_UNSPECIFIED is sent by the daemon, and the
+    daemon sends no other word.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+"""Never sent; the zero value required by proto3."""
+ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 1
+"""Unexpected daemon failure: retry once, then report the request id (the daemon's log has the detail)."""
+ERROR_REASON_INVALID_ARGUMENT: ErrorReason.ValueType  # 2
+"""The request is malformed or over a configured limit: fix the request as the message says."""
+ERROR_REASON_DECRYPTION_FAILED: ErrorReason.ValueType  # 3
+"""The envelope cannot be opened (wrong context or key, tampered, not an envelope): do not retry."""
+ERROR_REASON_VERIFICATION_FAILED: ErrorReason.ValueType  # 4
+"""A signature, MAC, digest or password did not verify: treat the input as untrusted."""
+ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 5
+"""The caller's identity could not be established: check how the client connects (socket, mTLS)."""
+ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 6
+"""The policy denies this caller the operation on this key: ask for a policy change."""
+ERROR_REASON_KEY_NOT_FOUND: ErrorReason.ValueType  # 7
+"""The logical key, or the KMS key behind it, does not exist: check the key name and configuration."""
+ERROR_REASON_KEY_STATE: ErrorReason.ValueType  # 8
+"""The key or key version is disabled or otherwise unusable now: enable it or use another version."""
+ERROR_REASON_WRONG_KEY_PURPOSE: ErrorReason.ValueType  # 9
+"""The key serves another purpose (for example signing with an envelope key): use a key of the right kind."""
+ERROR_REASON_RESOURCE_EXHAUSTED: ErrorReason.ValueType  # 10
+"""A resource budget of the daemon is exhausted: retry later with backoff."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 11
+"""A rate limit of the policy refused the call: retry after the `retry-after-ms` trailer."""
+ERROR_REASON_KMS_ERROR: ErrorReason.ValueType  # 12
+"""The KMS behind the daemon failed: retry later; the operator checks the daemon's log."""
+ERROR_REASON_KMS_UNAVAILABLE: ErrorReason.ValueType  # 13
+"""The KMS is unreachable or throttling: retry later with backoff."""
+ERROR_REASON_KMS_AUTHENTICATION: ErrorReason.ValueType  # 14
+"""The KMS refused the daemon's own credentials: the operator fixes the daemon's configuration."""
+ERROR_REASON_KEYSTORE_UNAVAILABLE: ErrorReason.ValueType  # 15
+"""A key change could not be written to the key store and nothing changed: retry later."""
+ERROR_REASON_KEYSTORE_READ_ONLY: ErrorReason.ValueType  # 16
+"""The key store refuses writes (read-only or full) and nothing changed: the operator frees it first."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
 @_typing.final
 class ItemError(_message.Message):
     """ItemError reports why one item of a batch failed; the other items are unaffected.
     `code` is a gRPC status code number, `reason` a stable machine-readable word
-    (for example DECRYPTION_FAILED, KEY_NOT_FOUND, INVALID_ARGUMENT) and `message` a
-    fixed human-readable sentence that never contains secrets.
+    (an ErrorReason value name without its `ERROR_REASON_` prefix, for example
+    DECRYPTION_FAILED) and `message` a fixed human-readable sentence that never contains secrets.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
