@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from broker import __version__
+from broker.cli import keystore as cli_keystore
 from broker.cli import security as cli_security
 from broker.config.validate import validated_config
 from broker.errors import BrokerError, ConfigError
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
     cli_security.add_parsers(sub)
+    cli_keystore.add_parsers(sub)
     return p
 
 
@@ -66,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(serve(cfg))
     if args.command in ("policy", "audit"):
         return cli_security.run(args)
+    if args.command == "keystore":
+        return cli_keystore.run(args)
     if args.command == "config":
         cfg = validated_config(args.file)
         print(f"{args.file}: ok ({len(cfg.keys)} keys, socket {cfg.server.socket})")

@@ -91,16 +91,24 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _root_key(args: argparse.Namespace) -> bytes:
-    """The local root key, read only: never created by a verifier."""
+    """The root key, read only: never created by a verifier.
+
+    With --config it is found the way the daemon finds it (master.key, master.key.wrapped
+    and its KMS key, or the shared store's wrapped root); else from the env or --state-dir.
+    """
     master = os.environ.get("ECL_CRYPTO_LOCAL_MASTER_KEY")
     if master:
         return bytes.fromhex(master.strip())
-    state = args.state_dir
     if args.config is not None:
         from broker.config.load import load_config  # noqa: PLC0415 - only this path needs it
+        from broker.daemon.keystore import LocalKeys  # noqa: PLC0415 - idem
 
-        state = load_config(args.config).server.state_dir
-    path = (state or Path(".keybroker")) / "master.key"
+        keys = LocalKeys(load_config(args.config), create_root=False)
+        try:
+            return keys.root_key()
+        finally:
+            keys.close()
+    path = (args.state_dir or Path(".keybroker")) / "master.key"
     if not path.exists():
         raise ConfigError(f"{path}: no master key; pass --state-dir or --config of the daemon")
     return bytes.fromhex(path.read_text(encoding="ascii").strip())

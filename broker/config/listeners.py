@@ -40,7 +40,7 @@ _PEER_NAME_RESERVE = 48  # "<uid>.<gid>.<pid>.<start>.<n>" for typical values
 # setting names that hold secrets: `token`, `vault_token`, `secret_access_key`; not `token_label`
 _SECRET_NAMES = re.compile(
     r"(^|_)(token|secret|password|passphrase|pin|private_key|master_key|api_key|access_key"
-    r"|secret_id|credentials)$"
+    r"|secret_id|credentials|dsn)$"
 )
 
 

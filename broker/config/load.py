@@ -24,6 +24,7 @@ from broker.config.schema import (
     Config,
     HashingConfig,
     KeyConfig,
+    KeystoreConfig,
     LocalConfig,
     LoggingConfig,
     MetricsConfig,
@@ -114,10 +115,49 @@ def _from_file(cfg: Config, path: Path) -> Config:
             cfg = replace(cfg, listeners=parse_listeners(values, where))
         elif section == "policy":
             cfg = replace(cfg, policy=parse_policy_section(values, path))
+        elif section == "keystore":
+            cfg = replace(cfg, keystore=_keystore(_table(section, values, where), where))
         else:
-            known = ", ".join([*_SECTIONS, "keys", "backends", "listeners", "policy"])
+            known = ", ".join([*_SECTIONS, "keys", "backends", "listeners", "policy", "keystore"])
             raise ConfigError(f"{section}: unknown section (known: {known}) in {where}")
     return cfg
+
+
+_KEYSTORE_KINDS = ("file", "postgres")
+_KEYSTORE_ENV = {
+    "KEYBROKER_KEYSTORE_KIND": "kind",
+    "KEYBROKER_KEYSTORE_PATH": "path",
+    "KEYBROKER_KEYSTORE_DSN": "dsn",
+    "KEYBROKER_KEYSTORE_DSN_FILE": "dsn_file",
+}
+
+
+def _keystore(raw: Mapping[str, object], where: str) -> KeystoreConfig:
+    """`[keystore]`: kind and path here; the postgres settings are checked by validate."""
+    kind = raw.get("kind", "file")
+    if kind not in _KEYSTORE_KINDS:
+        raise ConfigError(f"keystore.kind: must be file or postgres ({where})")
+    path = raw.get("path", "")
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise ConfigError(f"keystore.path: expected an absolute path to the keyring file ({where})")
+    rest = {k: v for k, v in raw.items() if k not in ("kind", "path")}
+    if kind == "file" and rest:
+        raise ConfigError(f"keystore.{min(rest)}: only for kind = postgres ({where})")
+    if kind == "postgres" and path:
+        raise ConfigError(f"keystore.path: only for kind = file ({where})")
+    return KeystoreConfig(kind=str(kind), path=path, postgres=rest)
+
+
+def _keystore_env(cfg: Config, env: Mapping[str, str]) -> Config:
+    """KEYBROKER_KEYSTORE_* override the file's `[keystore]` table, field by field."""
+    given = {field: env[var] for var, field in _KEYSTORE_ENV.items() if var in env}
+    if not given:
+        return cfg
+    current = {"kind": cfg.keystore.kind, "path": cfg.keystore.path, **cfg.keystore.postgres}
+    merged = {k: v for k, v in {**current, **given}.items() if v != ""}
+    if given.get("kind") == "postgres":
+        merged.pop("path", None)
+    return replace(cfg, keystore=_keystore(merged, "environment"))
 
 
 def _from_seed(cfg: Config, env: Mapping[str, str]) -> Config:
@@ -137,6 +177,7 @@ def _from_env(cfg: Config, env: Mapping[str, str]) -> Config:
     master = seed_master_key(env)
     if master is not None:
         cfg = replace(cfg, local=LocalConfig(master_key_hex=master))
+    cfg = _keystore_env(cfg, env)
     return replace(cfg, backends=backend_overrides(cfg.backends, env))
 
 
@@ -151,18 +192,20 @@ def _dev_defaults(cfg: Config) -> Config:
     return replace(cfg, server=server, keys=keys, dev=True)
 
 
-def load_config(
+def load_config(  # noqa: PLR0913 - the command line's options for a start, all keyword
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
     *,
     dev: bool = False,
     state_dir: Path | None = None,
     socket: Path | None = None,
+    keys_required: bool = True,
 ) -> Config:
     """Build the configuration: defaults, dev mode, a file or seed names, env, then CLI flags.
 
     A `state_dir` given on the command line also moves the socket into it unless a socket is
-    named explicitly (flag or KEYBROKER_SOCKET).
+    named explicitly (flag or KEYBROKER_SOCKET). Tools that only need the key store (not a
+    daemon's keys) pass `keys_required=False`.
     """
     env = os.environ if env is None else env
     cfg = _dev_defaults(Config()) if dev else Config()
@@ -177,7 +220,7 @@ def load_config(
         server = replace(server, socket=socket)
     cfg = replace(cfg, server=server)
     check_keyring(cfg.keyring, cfg.local.master_key_hex)
-    if not cfg.keys:
+    if not cfg.keys and keys_required:
         raise ConfigError(
             "keys: no keys configured; add a [keys.default] table with a uri, "
             "set ECL_CRYPTO_KMS_BACKEND, or run `keybroker serve --dev`"

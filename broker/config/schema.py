@@ -27,6 +27,7 @@ __all__ = [
     "Config",
     "HashingConfig",
     "KeyConfig",
+    "KeystoreConfig",
     "LocalConfig",
     "LoggingConfig",
     "MetricsConfig",
@@ -111,6 +112,15 @@ class KeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KeystoreConfig:
+    """Where key versions are kept (docs/keystore.md); `postgres` holds that kind's settings."""
+
+    kind: str = "file"
+    path: str = ""
+    postgres: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class LocalConfig:
     """Local backend settings; the master key is a secret and never printed."""
 
@@ -134,3 +144,4 @@ class Config:
     policy: PolicyConfig | None = None
     hashing: HashingConfig = HashingConfig()
     keyring: KeyringConfig = field(default_factory=KeyringConfig)
+    keystore: KeystoreConfig = field(default_factory=KeystoreConfig)

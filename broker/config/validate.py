@@ -44,6 +44,12 @@ def validated_config(
     schemes += [BACKEND_TABLES[table] for table in cfg.backends if table in BACKEND_TABLES]
     for scheme in schemes:
         _check_backend(scheme, cfg.backends, checked)
+    if cfg.keystore.kind == "postgres":
+        from broker.keystore.postgres.settings import (  # noqa: PLC0415 - only fleets
+            postgres_settings,
+        )
+
+        postgres_settings(cfg.keystore.postgres)
     return cfg
 
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 
 from broker.config.validate import local_key_type_of
 from broker.daemon.crypto import crypto_services
+from broker.daemon.keystore import LocalKeys
 from broker.daemon.logs import configure_logging
-from broker.daemon.metrics import BrokerCollector, serve_metrics
-from broker.daemon.root_key import RootKey
+from broker.daemon.metrics import BrokerCollector, KeyStoreCollector, serve_metrics
 from broker.daemon.security import Security, build_security, harden
 from broker.kms.local.backend import LocalBackend
-from broker.kms.local.keyring import Keyring
 from broker.kms.multiwrap import MultiWrapBackend
 from broker.kms.registry import LOCAL_SCHEME, build_remote_backend
 from broker.rpc.envelope import EnvelopeServicer
@@ -29,6 +29,7 @@ from broker.services.keys import KeyRegistry, ResolvedKey
 from broker.transport.server import BrokerServer, ServicerSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import ModuleType
 
     from broker.config.schema import Config, KeyConfig
@@ -39,43 +40,62 @@ __all__ = ["App", "build_app", "serve"]
 log = structlog.get_logger("keybroker")
 
 
+KEYSTORE_HEALTH = "keybroker.keystore"
+
+
 @dataclass
 class App:
-    """A built daemon: its server, DEK provider and backends."""
+    """A built daemon: its server, DEK provider, backends and key store."""
 
     server: BrokerServer
     deks: DekProvider
     backends: dict[str, KmsBackend]
     security: Security | None = None
+    local_keys: LocalKeys | None = None
+    keys: Mapping[str, KeyConfig] = field(default_factory=dict)
+    _watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bind and serve."""
+        """Bind and serve; follow a shared key store's changes."""
         await self.server.start()
         if self.security is not None:
             await self.security.start()
+        if self.local_keys is not None and self.local_keys.shared is not None:
+            await self.server.set_health(KEYSTORE_HEALTH, serving=True)
+            watch = self.local_keys.watch(self._key_changed, self._store_state)
+            self._watch = asyncio.create_task(watch, name="keystore-watch")
+
+    def _key_changed(self, local_name: str) -> None:
+        """Another daemon changed a local key: drop every DEK cached under it."""
+        uri = f"{LOCAL_SCHEME}://{local_name}"
+        for kc in self.keys.values():
+            if uri in (kc.uri, *kc.also_wrap):
+                self.deks.invalidate(kc.name, decrypt_too=True)
+
+    async def _store_state(self, available: bool) -> None:  # noqa: FBT001 - a callback
+        await self.server.set_health(KEYSTORE_HEALTH, serving=available)
 
     async def stop(self, grace: float) -> None:
-        """Drain calls, remove sockets, close backends."""
+        """Drain calls, remove sockets, close backends and the key store."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self.server.stop(grace)
         for backend in self.backends.values():
             await backend.close()
         if self.security is not None:
             await self.security.stop()
-
-
-def _local_backend(cfg: Config, root_key: RootKey) -> LocalBackend:
-    state = cfg.server.state_dir
-    if not state.exists():
-        state.mkdir(mode=0o750, parents=True)
-    return LocalBackend(Keyring.open(state / "keyring.json", root_key()))
+        if self.local_keys is not None:
+            self.local_keys.close()
 
 
 class _BackendPool:
     """One backend instance per backend kind, created when a key first needs it."""
 
-    def __init__(self, cfg: Config, root_key: RootKey) -> None:
+    def __init__(self, cfg: Config, local_keys: LocalKeys) -> None:
         self._cfg = cfg
-        self._root_key = root_key
+        self._local_keys = local_keys
         self.local: LocalBackend | None = None
         self.all: dict[str, KmsBackend] = {}
 
@@ -84,7 +104,7 @@ class _BackendPool:
         scheme, _, key_id = uri.partition("://")
         if scheme == LOCAL_SCHEME:
             if self.local is None:
-                self.local = _local_backend(self._cfg, self._root_key)
+                self.local = LocalBackend(self._local_keys.keyring())
                 self.all[LOCAL_SCHEME] = self.local
             _ensure_local(self.local, kc, key_id)
             return self.local, key_id
@@ -94,10 +114,10 @@ class _BackendPool:
 
 
 def _resolve(
-    cfg: Config, root_key: RootKey
+    cfg: Config, local_keys: LocalKeys
 ) -> tuple[dict[str, ResolvedKey], dict[str, KmsBackend]]:
     """Bind each logical key to its backend; `also_wrap` keys get a multi-wrap backend."""
-    pool = _BackendPool(cfg, root_key)
+    pool = _BackendPool(cfg, local_keys)
     keys: dict[str, ResolvedKey] = {}
     for name, kc in sorted(cfg.keys.items()):
         backend, key_id = pool.member(kc, kc.uri)
@@ -121,8 +141,8 @@ def _service_name(module: ModuleType, service: str) -> str:
 
 def build_app(cfg: Config) -> App:
     """Wire a configuration from validated_config (so already checked) into a daemon."""
-    root_key = RootKey(cfg)
-    keys, backends = _resolve(cfg, root_key)
+    local_keys = LocalKeys(cfg)
+    keys, backends = _resolve(cfg, local_keys)
     c = cfg.cache
     deks = DekProvider(
         DekLimits(
@@ -135,7 +155,7 @@ def build_app(cfg: Config) -> App:
         )
     )
     registry = KeyRegistry(keys)
-    security = build_security(cfg, root_key)
+    security = build_security(cfg, local_keys.root_key)
     authz = security.authorizer
     limits = EnvelopeLimits(
         max_plaintext_bytes=cfg.server.max_plaintext_bytes,
@@ -169,7 +189,8 @@ def build_app(cfg: Config) -> App:
     if cfg.metrics.listen:
         metrics = serve_metrics(cfg.metrics.listen, BrokerCollector(server.metrics, deks, backends))
         metrics.register(security.collector())
-    return App(server, deks, backends, security)
+        metrics.register(KeyStoreCollector(local_keys))
+    return App(server, deks, backends, security, local_keys, cfg.keys)
 
 
 async def serve(cfg: Config) -> int:

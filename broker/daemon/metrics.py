@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 
     from prometheus_client.registry import Collector
 
+    from broker.daemon.keystore import LocalKeys
     from broker.kms.base import KmsBackend
     from broker.rpc.metrics import RpcMetrics
     from broker.services.deks import DekProvider
 
-__all__ = ["BrokerCollector", "serve_metrics"]
+__all__ = ["BrokerCollector", "KeyStoreCollector", "serve_metrics"]
 
 
 class BrokerCollector:
@@ -74,6 +75,30 @@ class BrokerCollector:
                 events.add_metric([name, event], getattr(c, event))
         yield state
         yield events
+
+
+class KeyStoreCollector:
+    """The key store's state: whether it answers, and how many changes arrived from others."""
+
+    def __init__(self, keys: LocalKeys) -> None:
+        """Read the daemon's store handle at scrape time (it may open after start)."""
+        self._keys = keys
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Yield keybroker_keystore_up and keybroker_keystore_changes_received."""
+        store = self._keys.opened
+        if store is None:
+            return
+        up = GaugeMetricFamily(
+            "keybroker_keystore_up", "1 when the key store answers, else 0", labels=["kind"]
+        )
+        up.add_metric([store.kind], float(self._keys.available))
+        yield up
+        changes = CounterMetricFamily(
+            "keybroker_keystore_changes_received", "Key changes other daemons committed"
+        )
+        changes.add_metric([], self._keys.changes_received)
+        yield changes
 
 
 def serve_metrics(listen: str, collector: Collector) -> CollectorRegistry:

@@ -209,6 +209,16 @@ class BrokerServer:
             for name in self._service_names:
                 await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def set_health(self, name: str, *, serving: bool) -> None:
+        """Report one named component (for example the key store) on every listener's health."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for servicer in self._health:
+            await servicer.set(name, status)
+
     async def _start_bound(self, listener: SelfBoundListener) -> None:
         server = self._build(listener)
         self._bound.append(listener)

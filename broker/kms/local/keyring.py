@@ -1,35 +1,48 @@
-"""The local keyring file: versioned key material sealed under a 256-bit root master key.
+"""The local backend's view of its key store: versioned material sealed under the root key.
 
-The file (`keyring.json`, mode 0600) holds, per logical key, its type and versions; each
-version's material is AES-256-GCM sealed under the root key with the key name, version and
-type as associated data, so entries cannot be swapped. A check value tells at start whether
-the configured root key is the one the keyring was made with. Writes are atomic.
+Each version's material is AES-256-GCM sealed under the root key with the key name, version
+and type as associated data, so stored entries cannot be swapped. A check value (HMAC of a
+fixed label under the root key) tells at start whether the configured root key is the one the
+store was made with.
+
+Durable before visible: a change is sealed, committed to the `KeyStore`, and only the key the
+store returns enters this view; a store that refuses the change raises and the view is as
+before. Changes other daemons commit to a shared store arrive through `refresh()`.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import hashlib
 import hmac
-import json
 import os
 import struct
-import tempfile
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+import threading
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.errors import ConfigError
+from broker.keystore.file import FileKeyStore, require_private, write_private
 
-__all__ = ["Keyring", "VersionMeta", "load_root_key", "require_private", "write_private"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+    from pathlib import Path
 
-_FORMAT = 1
+    from broker.keystore.base import KeyStore, Sealer, StoredKey, VersionState
+
+__all__ = [
+    "Keyring",
+    "VersionMeta",
+    "check_value",
+    "load_root_key",
+    "require_private",
+    "write_private",
+]
+
 _CHECK_INFO = b"keybroker/keyring/check/v1"
-_MAX_FILE_BYTES = 16 << 20
+_NONCE = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,32 +70,9 @@ def load_root_key(state_dir: Path, master_key_hex: str | None) -> bytes:
     return key
 
 
-def require_private(path: Path) -> None:
-    """Refuse a secret file other users can read, naming the chmod that fixes it."""
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(f"{path}: mode {mode:o} lets other users read it; run chmod 600 {path}")
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a 0600 file atomically: temp file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(tmp).unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def check_value(root_key: bytes) -> str:
+    """The value a store records to recognise its root key (reveals nothing about the key)."""
+    return hmac.new(root_key, _CHECK_INFO, hashlib.sha256).hexdigest()
 
 
 def _aad(name: str, version: int, key_type: str) -> bytes:
@@ -97,105 +87,147 @@ def _aad(name: str, version: int, key_type: str) -> bytes:
 
 
 class Keyring:
-    """Versioned key material for the local backend, persisted in one file."""
+    """Versioned key material for the local backend, kept durably by a `KeyStore`."""
 
-    def __init__(self, path: Path, root_key: bytes, data: dict[str, Any]) -> None:
-        """Use `Keyring.open`; this constructor trusts already-validated data."""
-        self._path = path
+    def __init__(self, store: KeyStore, root_key: bytes) -> None:
+        """Bind the store to this root key (refusing another) and load every key."""
+        self._store = store
         self._root = AESGCM(root_key)
-        self._check = hmac.new(root_key, _CHECK_INFO, hashlib.sha256).hexdigest()
-        self._data = data
+        store.bind_root(check_value(root_key))
+        snapshot = store.load()
+        self._keys: dict[str, StoredKey] = dict(snapshot.keys)
+        self._revision = snapshot.revision
+        self._write = threading.Lock()
 
     @classmethod
     def open(cls, path: Path, root_key: bytes) -> Keyring:
-        """Load the keyring, or start an empty one; refuse a root key it was not made with."""
-        if not path.exists():
-            ring = cls(path, root_key, {"format": _FORMAT, "keys": {}})
-            ring._data["check"] = ring._check
-            ring.save()
-            return ring
-        require_private(path)
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: larger than {_MAX_FILE_BYTES} bytes; not a keyring")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise ConfigError(f"{path}: not a valid keyring file; restore it from backup") from None
-        ring = cls(path, root_key, data)
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ConfigError(f"{path}: unsupported keyring format")
-        if not hmac.compare_digest(str(data.get("check", "")), ring._check):
-            raise ConfigError(
-                f"{path}: the configured master key (ECL_CRYPTO_LOCAL_MASTER_KEY, master.key "
-                "or master.key.wrapped) is not the one this keyring was created with"
-            )
-        return ring
+        """A keyring kept in one file (the embedded store), created when absent."""
+        return cls(FileKeyStore.open(path), root_key)
 
-    def save(self) -> None:
-        """Persist atomically with mode 0600."""
-        write_private(self._path, json.dumps(self._data, indent=1, sort_keys=True).encode())
+    @property
+    def store(self) -> KeyStore:
+        """The store this view commits to."""
+        return self._store
 
     def names(self) -> list[str]:
         """Key names in the keyring."""
-        return sorted(self._data["keys"])
+        return sorted(self._keys)
 
     def key_type(self, name: str) -> str | None:
         """The key's type, or None when the keyring has no such key."""
-        entry = self._data["keys"].get(name)
-        return None if entry is None else str(entry["type"])
+        key = self._keys.get(name)
+        return None if key is None else key.key_type
 
-    def create(self, name: str, key_type: str, material: bytes) -> None:
-        """Add a new key with version 1."""
-        self._data["keys"][name] = {"type": key_type, "current": 0, "versions": {}}
-        self.add_version(name, material)
+    def _sealer(self, name: str, key_type: str, material: bytes) -> Sealer:
+        """Seal `material` for whichever version number the store allocates."""
+
+        def seal(version: int) -> bytes:
+            nonce = os.urandom(_NONCE)
+            return nonce + self._root.encrypt(nonce, material, _aad(name, version, key_type))
+
+        return seal
+
+    def create(self, name: str, key_type: str, material: bytes) -> StoredKey:
+        """Commit a new key with version 1 (or find the one another daemon committed first)."""
+        with self._write:
+            key = self._store.create_key(name, key_type, self._sealer(name, key_type, material))
+            self._keys[name] = key
+            return key
 
     def add_version(self, name: str, material: bytes) -> int:
-        """Seal new material as the key's next (and current) version; returns the version."""
-        entry = self._data["keys"][name]
-        version = int(entry["current"]) + 1
-        nonce = os.urandom(12)
-        sealed = nonce + self._root.encrypt(nonce, material, _aad(name, version, entry["type"]))
-        entry["versions"][str(version)] = {
-            "enabled": True,
-            "created": datetime.now(UTC).isoformat(),
-            "material": base64.b64encode(sealed).decode("ascii"),
-        }
-        entry["current"] = version
-        self.save()
-        return version
+        """Commit new material as the key's next (and current) version; returns the current one.
+
+        When another daemon sharing the store rotated the key since this view last saw it,
+        its version stands and no second one is made.
+        """
+        with self._write:
+            key = self._keys[name]
+            seal = self._sealer(name, key.key_type, material)
+            stored = self._store.add_version(name, expected_current=key.current, seal=seal)
+            self._keys[name] = stored
+            return stored.current
 
     def current_version(self, name: str) -> int:
         """The version new operations use."""
-        return int(self._data["keys"][name]["current"])
+        return self._keys[name].current
 
     def versions(self, name: str) -> list[VersionMeta]:
         """All versions, oldest first."""
-        items = self._data["keys"][name]["versions"].items()
+        stored = self._keys[name].versions
         return [
-            VersionMeta(int(v), bool(m["enabled"]), datetime.fromisoformat(m["created"]))
-            for v, m in sorted(items, key=lambda kv: int(kv[0]))
+            VersionMeta(v.version, v.state == "enabled", v.created)
+            for _, v in sorted(stored.items())
         ]
 
     def material(self, name: str, version: int) -> bytearray | None:
         """Decrypted material of one version, or None when that version does not exist."""
-        entry = self._data["keys"].get(name)
-        meta = None if entry is None else entry["versions"].get(str(version))
-        if meta is None:
+        key = self._keys.get(name)
+        if key is None or version not in key.versions:
             return None
-        sealed = base64.b64decode(meta["material"])
-        aad = _aad(name, version, entry["type"])
-        return bytearray(self._root.decrypt(sealed[:12], sealed[12:], aad))
+        return self._open(key, version)
 
     def is_enabled(self, name: str, version: int) -> bool:
         """Whether a version exists and is enabled."""
-        meta = self._data["keys"][name]["versions"].get(str(version))
-        return bool(meta and meta["enabled"])
+        stored = self._keys[name].versions.get(version)
+        return stored is not None and stored.state == "enabled"
 
     def set_enabled(self, name: str, version: int, *, enabled: bool) -> VersionMeta | None:
-        """Enable or disable one version; None when it does not exist."""
-        meta = self._data["keys"][name]["versions"].get(str(version))
-        if meta is None:
-            return None
-        meta["enabled"] = enabled
-        self.save()
-        return VersionMeta(version, enabled, datetime.fromisoformat(meta["created"]))
+        """Commit a version's new state; None when it does not exist."""
+        with self._write:
+            if version not in self._keys[name].versions:
+                return None
+            state: VersionState = "enabled" if enabled else "disabled"
+            stored = self._store.set_state(name, version, state)
+            self._keys[name] = stored
+            meta = stored.versions[version]
+            return VersionMeta(version, meta.state == "enabled", meta.created)
+
+    def refresh(self, on_change: Callable[[str], None] | None = None) -> set[str]:
+        """Take in what other daemons committed; returns (and reports) the keys that changed."""
+        snapshot = self._store.changes(self._revision)
+        if snapshot is None:
+            return set()
+        changed: set[str] = set()
+        with self._write:
+            for name, key in snapshot.keys.items():
+                if self._keys.get(name) != key:
+                    self._keys[name] = key
+                    changed.add(name)
+            self._revision = max(self._revision, snapshot.revision)
+        for name in sorted(changed):
+            if on_change is not None:
+                on_change(name)
+        return changed
+
+    def copy_to(self, other: Keyring, name: str) -> bool:
+        """Copy a key with every version into another keyring, resealed under its root key.
+
+        Returns False when the other store already holds the key with the same material;
+        refuses (ConfigError) a key of that name with other material: nothing is overwritten.
+        """
+        key = self._keys[name]
+        versions = {}
+        for number, stored in key.versions.items():
+            material = self._open(key, number)
+            try:
+                sealed = other._sealer(name, key.key_type, bytes(material))(number)
+            finally:
+                material[:] = bytes(len(material))
+            versions[number] = replace(stored, sealed=sealed)
+        with other._write:
+            kept = other.store.put_key(replace(key, versions=versions))
+            other._keys[name] = kept
+        if kept.versions == versions:
+            return True
+        if kept.key_type == key.key_type and kept.versions.keys() == versions.keys():
+            same = all(other._open(kept, n) == self._open(key, n) for n in versions)
+            if same:
+                return False
+        msg = f"key {name!r} exists in {other.store.where()} with other material; not copied"
+        raise ConfigError(msg)
+
+    def _open(self, key: StoredKey, version: int) -> bytearray:
+        """The material of one stored version, unsealed with this keyring's root key."""
+        sealed = key.versions[version].sealed
+        aad = _aad(key.name, version, key.key_type)
+        return bytearray(self._root.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad))

@@ -22,7 +22,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from broker.errors import BrokerError, ConfigError
-from broker.kms.local.keyring import load_root_key, require_private, write_private
+from broker.keystore.file import require_private, write_private
+from broker.kms.local.keyring import load_root_key
 
 if TYPE_CHECKING:
     from pathlib import Path
