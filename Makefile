@@ -22,6 +22,7 @@ run: $(STAMP)
 
 test-deps: $(STAMP)
 	@if [ -x scripts/install-softhsm.sh ]; then scripts/install-softhsm.sh; fi
+	@if [ -x scripts/install-postgres.sh ]; then scripts/install-postgres.sh; fi
 
 test: test-python test-clients
 
@@ -34,10 +35,13 @@ test-clients: $(STAMP)
 	scripts/test-node.sh
 	scripts/test-java.sh
 
+# lint-imports checks the import rules in pyproject.toml (docs/architecture.md); it is fast
+# enough to run without leaving a cache directory in the tree
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@test -z "$$(gofmt -l clients/go)" || { gofmt -l clients/go; echo "run gofmt -w clients/go"; exit 1; }
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: $(STAMP)
 	$(BIN)/ruff format .
