@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
+from _daemon import Daemon
 
 from broker.rpc.gen import envelope_pb2 as pb
 from broker.rpc.gen import envelope_pb2_grpc
@@ -49,14 +47,6 @@ def _stub(path: Path) -> envelope_pb2_grpc.EnvelopeServiceStub:
     return envelope_pb2_grpc.EnvelopeServiceStub(grpc.insecure_channel(f"unix:{path}"))
 
 
-def _wait(path: Path) -> None:
-    for _ in range(200):
-        if path.exists():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{path} did not appear")
-
-
 def _time_calls(stubs: dict[str, envelope_pb2_grpc.EnvelopeServiceStub]) -> dict[str, list[float]]:
     request = pb.EncryptRequest(key="default", plaintext=os.urandom(1024))
     samples: dict[str, list[float]] = {name: [] for name in stubs}
@@ -68,23 +58,25 @@ def _time_calls(stubs: dict[str, envelope_pb2_grpc.EnvelopeServiceStub]) -> dict
     return samples
 
 
-def main() -> None:
-    """Start the daemon, warm up, measure, print a table."""
-    base = Path(tempfile.mkdtemp(prefix="kbb", dir="/tmp"))
-    (base / "kb.toml").write_text(CONFIG.format(base=base), encoding="utf-8")
-    env = {**os.environ, "ECL_CRYPTO_LOCAL_MASTER_KEY": secrets.token_hex(32)}
-    argv = [sys.executable, "-m", "broker", "serve", "--config", str(base / "kb.toml")]
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
-    try:
-        _wait(base / "peer.sock")
-        stubs = {"direct": _stub(base / "direct.sock"), "peercred": _stub(base / "peer.sock")}
+def _measure(base: Path) -> dict[str, list[float]]:
+    """Serve from the config in base through both listeners; the timings of each."""
+    env = {"ECL_CRYPTO_LOCAL_MASTER_KEY": secrets.token_hex(32)}
+    config, direct, peer = base / "kb.toml", base / "direct.sock", base / "peer.sock"
+    with Daemon(base / "state", env, config=config, dev=False, socket=direct, metrics=False):
+        stubs = {"direct": _stub(direct), "peercred": _stub(peer)}
         for stub in stubs.values():
             for _ in range(200):
                 stub.Encrypt(pb.EncryptRequest(key="default", plaintext=b"warm"))
-        samples = _time_calls(stubs)
+        return _time_calls(stubs)
+
+
+def main() -> None:
+    """Start the daemon, warm up, measure, print a table."""
+    base = Path(tempfile.mkdtemp(prefix="kbb", dir="/tmp"))
+    try:
+        (base / "kb.toml").write_text(CONFIG.format(base=base), encoding="utf-8")
+        samples = _measure(base)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
         shutil.rmtree(base, ignore_errors=True)
     medians = {n: statistics.median(s) for n, s in samples.items()}
     for name, values in samples.items():

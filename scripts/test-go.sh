@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the Go client's tests (clients/go) against a real dev daemon from .venv.
+# Run the Go client's tests (clients/go) against one real dev daemon from .venv, started by the
+# shared launcher (scripts/dev-daemon.sh) and stopped when this script exits.
 # Non-interactive and idempotent; works from any directory.
 set -euo pipefail
 
@@ -14,5 +15,9 @@ if [ ! -x "$root/.venv/bin/python" ]; then
 	exit 1
 fi
 
+# shellcheck source=scripts/dev-daemon.sh
+source "$root/scripts/dev-daemon.sh"
+start_dev_daemon "$root/.venv/bin/python"
+
 cd "$root/clients/go"
-exec go test ./... -count=1 "$@"
+go test ./... -count=1 "$@"

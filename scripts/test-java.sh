@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Java client (clients/java; code generated from proto/ at build time) and runs its
-# JUnit tests, which start a real dev daemon from <repo>/.venv. Non-interactive, idempotent,
+# JUnit tests against one real dev daemon from <repo>/.venv, started by the shared launcher
+# (scripts/dev-daemon.sh) and stopped when this script exits. Non-interactive, idempotent,
 # runs from any directory.
 #
 # Environment:
@@ -27,6 +28,10 @@ if [[ ! -x "$python" ]]; then
   echo "test-java: $python not found; create the venv with the daemon installed first" >&2
   exit 2
 fi
+
+# shellcheck source=scripts/dev-daemon.sh
+source "$ROOT/scripts/dev-daemon.sh"
+start_dev_daemon "$python"
 
 repo_local="${MAVEN_REPO_LOCAL:-$HOME/.m2/repository}"
 cd "$ROOT/clients/java"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build and test the Node.js client (clients/node) against a real dev daemon.
+# Build and test the Node.js client (clients/node) against one real dev daemon, started by the
+# shared launcher (scripts/dev-daemon.sh) and stopped when this script exits.
 # Non-interactive and idempotent; runs from any directory. Needs node >= 20, npm, and the
 # daemon installed in .venv (`make install`); KEYBROKER_PYTHON overrides the interpreter.
 set -euo pipefail
@@ -26,4 +27,8 @@ fi
 cd "$ROOT/clients/node"
 export npm_config_yes=true npm_config_update_notifier=false
 npm ci --no-audit --no-fund
+
+# shellcheck source=scripts/dev-daemon.sh
+source "$ROOT/scripts/dev-daemon.sh"
+start_dev_daemon "$python"
 npm test

@@ -5,118 +5,33 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	keybroker "keybroker.dev/client"
 )
 
-// socket is the dev daemon's socket, started once by TestMain.
-var socket string
+// socket is the dev daemon's socket: scripts/test-go.sh starts one daemon for the whole run
+// with the shared launcher (tests/support/daemon.py) and exports it as KEYBROKER_SOCKET.
+var socket = os.Getenv(keybroker.EnvSocket)
 
-// TestMain runs a real dev daemon from the repository's .venv for the whole package.
-func TestMain(m *testing.M) {
-	os.Exit(runWithDaemon(m))
-}
-
-func runWithDaemon(m *testing.M) int {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-	python := filepath.Join(root, ".venv", "bin", "python")
-	if _, err := os.Stat(python); err != nil {
-		fmt.Fprintf(os.Stderr, "keybroker tests need the daemon in %s (run `make install`): %v\n", python, err)
-		return 1
-	}
-	// Short base: Unix socket paths are limited to 107 bytes.
-	state, err := os.MkdirTemp("/tmp", "kbgo-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(state)
-	socket = filepath.Join(state, "keybroker.sock")
-	logPath := filepath.Join(state, "daemon.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer logFile.Close()
-
-	cmd := exec.Command(python, "-m", "broker", "serve", "--dev", "--state-dir", state)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "KEYBROKER_SOCKET="+socket)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "start daemon: %v\n", err)
-		return 1
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer stopDaemon(cmd, exited)
-
-	if err := waitReady(exited); err != nil {
-		log, _ := os.ReadFile(logPath)
-		fmt.Fprintf(os.Stderr, "daemon did not become ready: %v\n--- daemon log ---\n%s\n", err, log)
-		return 1
-	}
-	code := m.Run()
-	if code != 0 {
-		log, _ := os.ReadFile(logPath)
-		fmt.Fprintf(os.Stderr, "--- daemon log ---\n%s\n", log)
-	}
-	return code
-}
-
-// waitReady waits for the socket file, then for a SERVING health check.
-func waitReady(exited <-chan error) error {
-	deadline := time.Now().Add(60 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			return fmt.Errorf("daemon exited: %v", err)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if _, err := os.Stat(socket); err != nil {
-			last = err
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		c, err := keybroker.Dial(ctx, keybroker.WithSocket(socket))
-		if err == nil {
-			err = c.Ping(ctx)
-			c.Close()
-		}
-		cancel()
-		if err == nil {
-			return nil
-		}
-		last = err
-	}
-	return fmt.Errorf("timed out: %v", last)
-}
-
-func stopDaemon(cmd *exec.Cmd, exited <-chan error) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		fmt.Fprintln(os.Stderr, "daemon ignored SIGTERM; killing it")
-		_ = cmd.Process.Kill()
-		<-exited
+// requireDaemon fails the test when no harness started the dev daemon it needs.
+func requireDaemon(t *testing.T) {
+	t.Helper()
+	if socket == "" {
+		t.Fatalf("%s is not set: run scripts/test-go.sh, which starts a dev daemon for these tests", keybroker.EnvSocket)
 	}
 }
 
+// dial connects to the dev daemon.
 func dial(t *testing.T) *keybroker.Client {
 	t.Helper()
+	requireDaemon(t)
 	c, err := keybroker.Dial(context.Background(), keybroker.WithSocket(socket))
 	if err != nil {
 		t.Fatal(err)
@@ -266,6 +181,7 @@ func TestUnavailable(t *testing.T) {
 }
 
 func TestSocketFromEnv(t *testing.T) {
+	requireDaemon(t)
 	t.Setenv(keybroker.EnvSocket, "unix://"+socket)
 	c, err := keybroker.Dial(context.Background())
 	if err != nil {
@@ -284,6 +200,7 @@ func TestExample(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs ./example")
 	}
+	requireDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "run", "./example")

@@ -13,10 +13,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
-from support.daemon import Daemon
+from support.daemon import START_TIMEOUT, Daemon
 from support.secrets_ledger import SecretRecorder
 
 DIRS: list[Path] = []  # short directories to remove at the end of the session
@@ -92,24 +92,19 @@ class ConfiguredDaemon(Daemon):
 
     def __init__(self, base: Path, config: str, socket: Path, env: dict[str, str] | None = None):
         """Write nothing yet; `config` is the TOML text."""
-        super().__init__(base / "state", env)
+        config_path = base / "keybroker.toml"
+        super().__init__(base / "state", env, config=config_path, dev=False, socket=socket)
         self.base = base
-        self.socket = socket
-        self.config_path = base / "keybroker.toml"
+        self.config_path = config_path
         self.config_text = config
         self.ledger = Ledger()
         self.audit_path = base / "state" / "audit.log"
 
-    def serve_args(self) -> list[str]:
-        """Write the configuration file (0600) and serve from it."""
+    def start(self, *extra: str, timeout: float = START_TIMEOUT) -> Self:
+        """Write the configuration file (0600), then serve from it."""
         self.config_path.write_text(self.config_text, encoding="utf-8")
         self.config_path.chmod(0o600)
-        return ["--config", str(self.config_path)]
-
-    @property
-    def cwd(self) -> Path:
-        """Run in the test's base directory."""
-        return self.base
+        return super().start(*extra, timeout=timeout)
 
     def connect(self, socket: Path | None = None) -> grpc.Channel:
         """A channel to a socket of this daemon whose calls are recorded in the ledger."""

@@ -20,22 +20,21 @@ import {
   resolveSocket,
 } from '@keybroker/client';
 
-import { startDaemon } from './daemon.mjs';
+import { daemonSocket } from './daemon.mjs';
 
 const PACKAGE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('against a real dev daemon', () => {
-  let daemon;
+  let socket;
   let client;
 
-  before(async () => {
-    daemon = await startDaemon();
-    client = new Client({ socket: daemon.socket });
+  before(() => {
+    socket = daemonSocket();
+    client = new Client({ socket });
   });
 
-  after(async () => {
+  after(() => {
     client?.close();
-    await daemon?.stop();
   });
 
   test('encrypt/decrypt round trip with a context', async () => {
@@ -124,7 +123,7 @@ describe('against a real dev daemon', () => {
   test('examples/quickstart.mjs runs (exit 0)', async () => {
     const { stdout } = await promisify(execFile)(process.execPath, ['examples/quickstart.mjs'], {
       cwd: PACKAGE_DIR,
-      env: { ...process.env, KEYBROKER_SOCKET: daemon.socket },
+      env: { ...process.env, KEYBROKER_SOCKET: socket },
       timeout: 30_000,
     });
     assert.match(stdout, /round trip ok: true/);

@@ -19,28 +19,26 @@ import java.util.Map;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
-/** Runs the client against a real dev daemon started for this class. */
+/** Runs the client against the real dev daemon that scripts/test-java.sh started. */
 class KeybrokerClientTest {
-  private static DevDaemon daemon;
+  private static Path socket;
   private static KeybrokerClient client;
 
   private static final byte[] CARD = "4111 1111 1111 1111".getBytes(StandardCharsets.UTF_8);
   private static final Map<String, String> ACME = Map.of("tenant", "acme", "table", "cards");
 
   @BeforeAll
-  static void startDaemon() throws Exception {
-    daemon = DevDaemon.start();
-    client = KeybrokerClient.connect(daemon.socket);
+  static void connect() {
+    socket = DevDaemon.socket();
+    client = KeybrokerClient.connect(socket);
   }
 
   @AfterAll
-  static void stopDaemon() throws Exception {
+  static void disconnect() {
     if (client != null) {
       client.close();
-    }
-    if (daemon != null) {
-      daemon.close();
     }
   }
 
@@ -132,8 +130,8 @@ class KeybrokerClientTest {
   }
 
   @Test
-  void missingSocketIsBrokerUnavailable() {
-    Path missing = daemon.stateDir.resolve("nobody-listens.sock");
+  void missingSocketIsBrokerUnavailable(@TempDir Path dir) {
+    Path missing = dir.resolve("nobody-listens.sock");
     try (KeybrokerClient down = KeybrokerClient.connect(missing, Duration.ofSeconds(3))) {
       BrokerUnavailableException e =
           assertThrows(BrokerUnavailableException.class, () -> down.token());
@@ -144,7 +142,7 @@ class KeybrokerClientTest {
 
   @Test
   void explicitSocketWinsInResolution() {
-    assertEquals(daemon.socket, KeybrokerClient.resolveSocket(daemon.socket));
+    assertEquals(socket, KeybrokerClient.resolveSocket(socket));
     assertNotNull(KeybrokerClient.resolveSocket(null));
   }
 
@@ -154,7 +152,7 @@ class KeybrokerClientTest {
     ByteArrayOutputStream captured = new ByteArrayOutputStream();
     System.setOut(new PrintStream(captured, true, StandardCharsets.UTF_8));
     try {
-      Quickstart.main(new String[] {daemon.socket.toString()});
+      Quickstart.main(new String[] {socket.toString()});
     } finally {
       System.setOut(original);
     }

@@ -1,21 +1,28 @@
 """Nothing secret in any log or audit file any test daemon wrote during the session.
 
-tests/conftest.py runs this last. It makes its own workload (so it means something alone),
-then scans every log and audit file written during the session for every plaintext, password,
-data key, token and derived key the tests sent or received (tests/secrets_ledger.py), raw
-and in hex and base64.
+The scan is marked `last`, so tests/conftest.py runs it after every other test of the session.
+It makes its own workload (so it means something alone), then scans every log and audit file
+written during the session for every plaintext, password, data key, token and derived key the
+tests sent or received (tests/support/secrets_ledger.py), raw and in hex and base64.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+from typing import TYPE_CHECKING
 
 import grpc
+import pytest
 from support.secrets_ledger import PRODUCED, SECRETS, b64_forms, remember
 from support.secure_daemon import DIRS
 
 from broker.rpc.gen import envelope_pb2 as pb
 from broker.rpc.gen import envelope_pb2_grpc, token_pb2, token_pb2_grpc
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 CONFIG = """
 [server]
@@ -62,13 +69,25 @@ def _workload(daemon) -> None:
         remember(token.token, token.text.encode())
 
 
-def _files() -> set:
+def _files() -> set[Path]:
     files = {p for p in PRODUCED if p.exists()}
     for root in DIRS:
         files.update(p for p in root.rglob("*.log*") if p.is_file())
     return files
 
 
+def _leaks(files: Iterable[Path], secrets: Iterable[bytes]) -> list[tuple[str, bytes]]:
+    """(file, start of the form found) for every encoded form of a secret found in a file."""
+    needles = {form for secret in secrets for form in b64_forms(secret)}
+    return [
+        (str(path), needle[:12])
+        for path in sorted(files)
+        for needle in needles
+        if needle in path.read_bytes()
+    ]
+
+
+@pytest.mark.last
 def test_no_secret_in_logs_or_audit(configured):
     """No plaintext, data key, lease key, token or master key appears in any file."""
     daemon = configured(CONFIG).start()
@@ -77,12 +96,25 @@ def test_no_secret_in_logs_or_audit(configured):
     files = _files()
     assert daemon.log_path in files
     assert daemon.audit_path in files
-    needles = {form for secret in SECRETS for form in b64_forms(secret)}
-    assert len(needles) > 20
-    leaks = [
-        (str(path), needle[:12])
-        for path in sorted(files)
-        for needle in needles
-        if needle in path.read_bytes()
-    ]
-    assert leaks == []
+    assert len({form for secret in SECRETS for form in b64_forms(secret)}) > 20
+    assert _leaks(files, SECRETS) == []
+
+
+# How a careless log line could carry a secret; the scan must catch each one.
+ENCODINGS = {
+    "raw": bytes,
+    "hex": lambda secret: secret.hex().encode(),
+    "HEX": lambda secret: secret.hex().upper().encode(),
+    "base64": base64.b64encode,
+    "urlsafe-base64": base64.urlsafe_b64encode,
+}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_secret_in_a_log_is_found(tmp_path, encoding):
+    """The scan reports a log line that carries a secret, in any of the encodings it looks for."""
+    secret = b"\xfb\xff" + os.urandom(22)  # base64 and its URL-safe form differ
+    clean, leaky = tmp_path / "clean.log", tmp_path / "leaky.log"
+    clean.write_bytes(b'{"event": "started"}\n')
+    leaky.write_bytes(b'{"event": "decrypt", "detail": "' + ENCODINGS[encoding](secret) + b'"}\n')
+    assert [path for path, _ in _leaks([clean, leaky], [secret])] == [str(leaky)]
