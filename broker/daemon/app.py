@@ -19,18 +19,16 @@ from broker.daemon.security import Security, build_security, harden
 from broker.kms.local.backend import LocalBackend
 from broker.kms.multiwrap import MultiWrapBackend
 from broker.kms.registry import LOCAL_SCHEME, build_remote_backend
-from broker.rpc.envelope import EnvelopeServicer
-from broker.rpc.gen import envelope_pb2, envelope_pb2_grpc, key_admin_pb2, key_admin_pb2_grpc
-from broker.rpc.key_admin import KeyAdminServicer
+from broker.rpc.envelope import envelope_spec
+from broker.rpc.key_admin import key_admin_spec
 from broker.services.admin import KeyAdminService
 from broker.services.deks import DekLimits, DekProvider
 from broker.services.envelope import EnvelopeLimits, EnvelopeService
 from broker.services.keys import KeyRegistry, ResolvedKey
-from broker.transport.server import BrokerServer, ServicerSpec
+from broker.transport.server import BrokerServer
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from types import ModuleType
 
     from broker.config.schema import Config, KeyConfig
     from broker.kms.base import KmsBackend
@@ -134,11 +132,6 @@ def _ensure_local(backend: LocalBackend, kc: KeyConfig, key_id: str) -> None:
         log.info("local_key_created", key=kc.name, type=key_type)
 
 
-def _service_name(module: ModuleType, service: str) -> str:
-    """The full gRPC name of a service declared in a generated module."""
-    return str(module.DESCRIPTOR.services_by_name[service].full_name)
-
-
 def build_app(cfg: Config) -> App:
     """Wire a configuration from validated_config (so already checked) into a daemon."""
     local_keys = LocalKeys(cfg)
@@ -165,18 +158,9 @@ def build_app(cfg: Config) -> App:
         lease_max_bytes=c.lease_max_bytes,
     )
     envelope = EnvelopeService(registry, deks, authz, limits, audit=security.observer)
-    admin = KeyAdminService(registry, deks, authz)
     services = [
-        ServicerSpec(
-            _service_name(envelope_pb2, "EnvelopeService"),
-            envelope_pb2_grpc.add_EnvelopeServiceServicer_to_server,
-            lambda ident, m: EnvelopeServicer(envelope, ident, m),
-        ),
-        ServicerSpec(
-            _service_name(key_admin_pb2, "KeyAdminService"),
-            key_admin_pb2_grpc.add_KeyAdminServiceServicer_to_server,
-            lambda ident, m: KeyAdminServicer(admin, ident, m),
-        ),
+        envelope_spec(envelope),
+        key_admin_spec(KeyAdminService(registry, deks, authz)),
         *crypto_services(cfg, registry, authz, security.observer),
     ]
     server = BrokerServer(

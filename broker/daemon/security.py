@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from broker.policy.builtin import DEV_POLICY_TOML, SOCKET_ACCESS_POLICY
 from broker.policy.engine import PolicyHolder
 from broker.policy.loader import load_policy_file
 from broker.policy.ratelimit import RateLimiter
+from broker.policy.source import PolicySource
 from broker.rpc.audit_calls import CallAuditor, PolicyAuthorizer, SecurityCounters
 from broker.transport.identity import ListenerIdentity
 from broker.transport.peercred_proxy import PeercredListener
@@ -36,52 +36,9 @@ if TYPE_CHECKING:
     from broker.config.listeners import ListenerConfig
     from broker.config.schema import Config
 
-__all__ = ["PolicySource", "Security", "build_security", "harden"]
+__all__ = ["Security", "build_security", "harden"]
 
 log = structlog.get_logger("keybroker.security")
-_WATCH_SECONDS = 1.0
-
-
-class PolicySource:
-    """Where the policy comes from; reloads it on SIGHUP or when the file changes."""
-
-    def __init__(self, holder: PolicyHolder, path: Path | None, table: str | None = None) -> None:
-        """Serve holder's policy; path None means a built-in policy that never reloads."""
-        self.holder = holder
-        self._path = path
-        self._table = table
-        self._stamp = self._current_stamp()
-        self.reloads: Counter[str] = Counter()
-
-    def _current_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = self._path.stat() if self._path else None
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino) if st else None
-
-    def reload(self, reason: str) -> bool:
-        """Load the file again; on any error keep the policy in force and log why."""
-        if self._path is None:
-            return False
-        self._stamp = self._current_stamp()
-        try:
-            policy = load_policy_file(self._path, self._table)
-        except ConfigError as exc:
-            self.reloads["failed"] += 1
-            log.error("policy_reload_failed", reason=reason, error=str(exc), kept="previous")  # noqa: TRY400 - the error text is the detail
-            return False
-        self.holder.replace(policy)
-        self.reloads["ok"] += 1
-        log.info("policy_reloaded", reason=reason, source=str(self._path), rules=len(policy.rules))
-        return True
-
-    async def watch(self, interval: float = _WATCH_SECONDS) -> None:
-        """Poll the file's stat() and reload when it changes."""
-        while True:
-            await asyncio.sleep(interval)
-            if self._path is not None and self._current_stamp() != self._stamp:
-                self.reload("file_changed")
 
 
 @dataclass

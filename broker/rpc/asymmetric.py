@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from broker.rpc.calls import ServicerBase, unary
 from broker.rpc.gen import asymmetric_pb2 as pb
 from broker.rpc.gen import asymmetric_pb2_grpc
+from broker.rpc.spec import ServicerSpec, service_name
 
 if TYPE_CHECKING:
     from broker.policy.authorizer import Caller
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from broker.rpc.metrics import RpcMetrics
     from broker.services.asymmetric import AsymmetricService
 
-__all__ = ["AsymmetricServicer"]
+__all__ = ["AsymmetricServicer", "asymmetric_spec"]
 
 
 class AsymmetricServicer(ServicerBase, asymmetric_pb2_grpc.AsymmetricServiceServicer):
@@ -45,3 +46,12 @@ class AsymmetricServicer(ServicerBase, asymmetric_pb2_grpc.AsymmetricServiceServ
         r = request
         out = await self._svc.decrypt(caller, r.key, r.ciphertext, r.label, r.key_version)
         return pb.AsymmetricDecryptResponse(plaintext=out.plaintext)
+
+
+def asymmetric_spec(service: AsymmetricService) -> ServicerSpec:
+    """The spec BrokerServer registers: one servicer per listener, all around this use case."""
+    return ServicerSpec(
+        service_name(pb, "AsymmetricService"),
+        asymmetric_pb2_grpc.add_AsymmetricServiceServicer_to_server,
+        lambda identity, metrics: AsymmetricServicer(service, identity, metrics),
+    )

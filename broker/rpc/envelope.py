@@ -10,6 +10,7 @@ from broker.rpc.convert import timestamp
 from broker.rpc.gen import envelope_pb2 as pb
 from broker.rpc.gen import envelope_pb2_grpc
 from broker.rpc.items import item_results, only
+from broker.rpc.spec import ServicerSpec, service_name
 from broker.services.envelope import DecryptItem, EncryptItem, RewrapItem
 from broker.services.streams import DecryptStreamSession, EncryptStreamSession
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from broker.rpc.metrics import RpcMetrics
     from broker.services.envelope import EnvelopeService, Opened, Sealed
 
-__all__ = ["EnvelopeServicer"]
+__all__ = ["EnvelopeServicer", "envelope_spec"]
 
 M = TypeVar("M", pb.EncryptStreamRequest, pb.DecryptStreamRequest)
 
@@ -163,6 +164,15 @@ class EnvelopeServicer(ServicerBase, envelope_pb2_grpc.EnvelopeServiceServicer):
             if out := await session.feed(chunk):
                 yield pb.DecryptStreamResponse(chunk=out)
         yield pb.DecryptStreamResponse(chunk=session.finish())
+
+
+def envelope_spec(service: EnvelopeService) -> ServicerSpec:
+    """The spec BrokerServer registers: one servicer per listener, all around this use case."""
+    return ServicerSpec(
+        service_name(pb, "EnvelopeService"),
+        envelope_pb2_grpc.add_EnvelopeServiceServicer_to_server,
+        lambda identity, metrics: EnvelopeServicer(service, identity, metrics),
+    )
 
 
 async def _start(requests: AsyncIterator[M]) -> M:

@@ -8,6 +8,7 @@ from broker.rpc.calls import ServicerBase, unary
 from broker.rpc.gen import hashing_pb2 as pb
 from broker.rpc.gen import hashing_pb2_grpc
 from broker.rpc.items import item_results, only
+from broker.rpc.spec import ServicerSpec, service_name
 from broker.services.hashing import IndexItem, MacItem
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from broker.services.hashing import Digest, HashingService, Index, Mac
     from broker.services.passwords import PasswordService
 
-__all__ = ["HashingServicer"]
+__all__ = ["HashingServicer", "hashing_spec"]
 
 
 def _digest(d: Digest) -> pb.DigestResponse:
@@ -135,3 +136,12 @@ class HashingServicer(ServicerBase, hashing_pb2_grpc.HashingServiceServicer):
         return pb.BlindIndexBatchResponse(
             results=item_results(results, pb.BlindIndexBatchResult, _index)
         )
+
+
+def hashing_spec(hashing: HashingService, passwords: PasswordService) -> ServicerSpec:
+    """The spec BrokerServer registers: one servicer per listener, all around these use cases."""
+    return ServicerSpec(
+        service_name(pb, "HashingService"),
+        hashing_pb2_grpc.add_HashingServiceServicer_to_server,
+        lambda identity, metrics: HashingServicer((hashing, passwords), identity, metrics),
+    )

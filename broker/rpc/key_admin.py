@@ -9,6 +9,7 @@ from broker.rpc.calls import ServicerBase, unary
 from broker.rpc.convert import key_message, version_message
 from broker.rpc.gen import key_admin_pb2 as pb
 from broker.rpc.gen import key_admin_pb2_grpc
+from broker.rpc.spec import ServicerSpec, service_name
 
 if TYPE_CHECKING:
     from broker.policy.authorizer import Caller
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from broker.rpc.metrics import RpcMetrics
     from broker.services.admin import KeyAdminService
 
-__all__ = ["KeyAdminServicer"]
+__all__ = ["KeyAdminServicer", "key_admin_spec"]
 
 _TARGET_STATE = {
     pb.KEY_VERSION_STATE_ENABLED: True,
@@ -76,3 +77,12 @@ class KeyAdminServicer(ServicerBase, key_admin_pb2_grpc.KeyAdminServiceServicer)
             caller, request.key, request.version, enabled=enabled
         )
         return pb.UpdateKeyVersionResponse(version=version_message(info))
+
+
+def key_admin_spec(service: KeyAdminService) -> ServicerSpec:
+    """The spec BrokerServer registers: one servicer per listener, all around this use case."""
+    return ServicerSpec(
+        service_name(pb, "KeyAdminService"),
+        key_admin_pb2_grpc.add_KeyAdminServiceServicer_to_server,
+        lambda identity, metrics: KeyAdminServicer(service, identity, metrics),
+    )

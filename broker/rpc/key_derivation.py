@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from broker.rpc.calls import ServicerBase, unary
 from broker.rpc.gen import key_derivation_pb2 as pb
 from broker.rpc.gen import key_derivation_pb2_grpc
+from broker.rpc.spec import ServicerSpec, service_name
 from broker.services.kdf import HkdfItem
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from broker.rpc.metrics import RpcMetrics
     from broker.services.kdf import KeyDerivationService
 
-__all__ = ["KeyDerivationServicer"]
+__all__ = ["KeyDerivationServicer", "key_derivation_spec"]
 
 
 class KeyDerivationServicer(ServicerBase, key_derivation_pb2_grpc.KeyDerivationServiceServicer):
@@ -50,3 +51,12 @@ class KeyDerivationServicer(ServicerBase, key_derivation_pb2_grpc.KeyDerivationS
         return pb.DeriveKeyPbkdf2Response(
             derived_key=out.derived_key, salt=out.salt, iterations=out.iterations
         )
+
+
+def key_derivation_spec(service: KeyDerivationService) -> ServicerSpec:
+    """The spec BrokerServer registers: one servicer per listener, all around this use case."""
+    return ServicerSpec(
+        service_name(pb, "KeyDerivationService"),
+        key_derivation_pb2_grpc.add_KeyDerivationServiceServicer_to_server,
+        lambda identity, metrics: KeyDerivationServicer(service, identity, metrics),
+    )

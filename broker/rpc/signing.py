@@ -8,6 +8,7 @@ from broker.rpc.calls import ServicerBase, unary
 from broker.rpc.gen import signing_pb2 as pb
 from broker.rpc.gen import signing_pb2_grpc
 from broker.rpc.items import item_results, only
+from broker.rpc.spec import ServicerSpec, service_name
 from broker.services.signing import SignItem, VerifyItem
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from broker.rpc.metrics import RpcMetrics
     from broker.services.signing import Signed, SigningService, Verified
 
-__all__ = ["SigningServicer", "algorithm_enum"]
+__all__ = ["SigningServicer", "algorithm_enum", "signing_spec"]
 
 _ALGORITHMS = {
     "ecdsa-p384-sha384": pb.SIGNATURE_ALGORITHM_ECDSA_P384_SHA384,
@@ -104,3 +105,12 @@ class SigningServicer(ServicerBase, signing_pb2_grpc.SigningServiceServicer):
         return pb.GetPublicKeyResponse(
             pem=k.pem, key=k.key, key_version=k.key_version, algorithm=algorithm_enum(k.algorithm)
         )
+
+
+def signing_spec(service: SigningService) -> ServicerSpec:
+    """The spec BrokerServer registers: one servicer per listener, all around this use case."""
+    return ServicerSpec(
+        service_name(pb, "SigningService"),
+        signing_pb2_grpc.add_SigningServiceServicer_to_server,
+        lambda identity, metrics: SigningServicer(service, identity, metrics),
+    )

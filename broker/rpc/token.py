@@ -8,6 +8,7 @@ from broker.errors import InvalidRequestError
 from broker.rpc.calls import ServicerBase, unary
 from broker.rpc.gen import token_pb2 as pb
 from broker.rpc.gen import token_pb2_grpc
+from broker.rpc.spec import ServicerSpec, service_name
 
 if TYPE_CHECKING:
     from broker.policy.authorizer import Caller
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from broker.rpc.metrics import RpcMetrics
     from broker.services.tokens import TokenEncoding, TokenService
 
-__all__ = ["TokenServicer"]
+__all__ = ["TokenServicer", "token_spec"]
 
 _ENCODINGS: dict[int, TokenEncoding] = {
     pb.TOKEN_ENCODING_UNSPECIFIED: "urlsafe",
@@ -45,3 +46,12 @@ class TokenServicer(ServicerBase, token_pb2_grpc.TokenServiceServicer):
             raise InvalidRequestError("encoding must be TOKEN_ENCODING_BYTES, _HEX or _URLSAFE")
         token = self._svc.generate(caller, request.length, encoding)
         return pb.GenerateTokenResponse(token=token.raw, text=token.text)
+
+
+def token_spec(service: TokenService) -> ServicerSpec:
+    """The spec BrokerServer registers: one servicer per listener, all around this use case."""
+    return ServicerSpec(
+        service_name(pb, "TokenService"),
+        token_pb2_grpc.add_TokenServiceServicer_to_server,
+        lambda identity, metrics: TokenServicer(service, identity, metrics),
+    )

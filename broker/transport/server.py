@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import structlog
@@ -26,15 +26,15 @@ from broker.rpc.metrics import RpcMetrics
 from broker.transport.sockets import apply_ownership, bind_umask
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
     from broker.rpc.calls import CallObserver, IdentityResolver
+    from broker.rpc.spec import ServicerSpec
 
 __all__ = [
     "BrokerServer",
     "SelfBoundListener",
-    "ServicerSpec",
     "UnixListener",
     "lock_socket",
     "prepare_socket_dir",
@@ -42,19 +42,6 @@ __all__ = [
 
 log = structlog.get_logger("keybroker.server")
 _MESSAGE_OVERHEAD = 1 << 20  # room for envelope headers and protobuf framing
-
-
-@dataclass(frozen=True, slots=True)
-class ServicerSpec:
-    """One gRPC service: its full name, its generated `add_…_to_server` and a servicer factory.
-
-    The factory is called once per listener with that listener's identity resolver, so every
-    listener's servicers resolve callers their own way.
-    """
-
-    name: str
-    add: Callable[[Any, grpc.aio.Server], None]
-    make: Callable[[IdentityResolver, RpcMetrics], object]
 
 
 @dataclass(frozen=True, slots=True)
