@@ -22,12 +22,12 @@ SECRETS: set[bytes] = set()  # secrets the tests sent or received
 SECRET_FIELDS = frozenset(
     {"plaintext", "password", "value", "data_key", "token", "text", "derived_key"}
 )
-_MIN_SECRET = 8  # shorter values would match by chance
+MIN_SECRET = 8  # shorter values would match by chance
 
 
 def remember(*secrets: bytes) -> None:
     """Add secrets the scan must not find."""
-    SECRETS.update(s for s in secrets if len(s) >= _MIN_SECRET)
+    SECRETS.update(s for s in secrets if len(s) >= MIN_SECRET)
 
 
 def b64_forms(secret: bytes) -> set[bytes]:
@@ -35,7 +35,7 @@ def b64_forms(secret: bytes) -> set[bytes]:
     forms = {secret, secret.hex().encode(), secret.hex().upper().encode()}
     for enc in (base64.b64encode, base64.urlsafe_b64encode):
         forms.add(enc(secret).rstrip(b"="))
-    return {f for f in forms if len(f) >= _MIN_SECRET}
+    return {f for f in forms if len(f) >= MIN_SECRET}
 
 
 def collect(message: Any) -> None:
