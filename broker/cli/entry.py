@@ -10,7 +10,7 @@ from pathlib import Path
 from broker import __version__
 from broker.cli import keystore as cli_keystore
 from broker.cli import security as cli_security
-from broker.config.validate import validated_config
+from broker.config.validate import config_warnings, describe_keys, validated_config
 from broker.errors import BrokerError, ConfigError
 
 __all__ = ["main"]
@@ -24,6 +24,12 @@ def _context(pairs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--context {pair!r}: expected NAME=VALUE")
         out[name] = value
     return out
+
+
+def _warn(lines: list[str]) -> None:
+    """Report settings that are set but ignored; they never change the exit code."""
+    for line in lines:
+        print(f"keybroker: warning: {line}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a configuration file")
-    check.add_argument("file", type=Path)
+    check.add_argument(
+        "file", type=Path, nargs="?", help="TOML file (default: the environment's seed names)"
+    )
     cli_security.add_parsers(sub)
     cli_keystore.add_parsers(sub)
     return p
@@ -62,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from broker.daemon.app import serve  # noqa: PLC0415 - heavy imports only for serve
 
+        _warn(config_warnings(args.config))
         cfg = validated_config(
             args.config, dev=args.dev, state_dir=args.state_dir, socket=args.socket
         )
@@ -71,8 +80,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "keystore":
         return cli_keystore.run(args)
     if args.command == "config":
+        _warn(config_warnings(args.file))
         cfg = validated_config(args.file)
-        print(f"{args.file}: ok ({len(cfg.keys)} keys, socket {cfg.server.socket})")
+        source = args.file or "environment"
+        print(f"{source}: ok ({len(cfg.keys)} keys, socket {cfg.server.socket})")
+        for line in describe_keys(cfg):
+            print(f"  {line}")
         return 0
     socket = cli_ops.client_socket(args.socket)
     if args.command == "healthcheck":

@@ -6,16 +6,29 @@ table that is present, or used by a key or by `[keyring] master_key_uri`, become
 dataclass (with `[backends.NAME.resilience]`), and each key is checked against what its
 backends serve. Nothing here calls a KMS, reads a secret from one or imports a vendor SDK, so
 `config check` refuses exactly what `serve` would refuse at start, with the same line.
+
+`config_warnings` lists what is set but will not be read (an unknown or misspelt
+`ECL_CRYPTO_*` variable, a seed key variable beside a config file); both commands print it
+and go on. `describe_keys` says which backend key each logical key is and where its backend
+is, without any secret, for `config check` to show.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Final
 
+from broker.config.env import seed_warnings
 from broker.config.load import load_config
 from broker.errors import ConfigError
 from broker.kms.local.backend import local_key_type
-from broker.kms.registry import BACKEND_TABLES, LOCAL_SCHEME, backend_settings, served_purposes
+from broker.kms.registry import (
+    BACKEND_TABLES,
+    LOCAL_SCHEME,
+    REMOTE_SCHEMES,
+    backend_settings,
+    served_purposes,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,7 +36,15 @@ if TYPE_CHECKING:
 
     from broker.config.schema import Config, KeyConfig
 
-__all__ = ["local_key_type_of", "validated_config"]
+__all__ = ["config_warnings", "describe_keys", "local_key_type_of", "validated_config"]
+
+# `[backends.TABLE]` fields that say where a backend is; never credentials
+_WHERE: Final = {
+    "aws": ("region", "endpoint_url", "profile"),
+    "vault": ("address", "namespace", "auth"),
+    "gcp": ("endpoint", "credentials_file"),
+    "pkcs11": ("module", "token_label"),
+}
 
 
 def validated_config(
@@ -89,3 +110,27 @@ def _check_backend(
     if scheme not in checked:
         backend_settings(scheme, backends)
         checked.add(scheme)
+
+
+def config_warnings(path: Path | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+    """Lines naming variables that are set but ignored; nothing here stops a start."""
+    return seed_warnings(os.environ if env is None else env, config_file=path is not None)
+
+
+def _backend_of(uri: str, backends: Mapping[str, Mapping[str, object]]) -> str:
+    """`backend TABLE` and the non-secret settings that say where it is."""
+    scheme = uri.partition("://")[0]
+    if scheme == LOCAL_SCHEME:
+        return "backend local"
+    table = REMOTE_SCHEMES[scheme].table
+    settings = backends.get(table, {})
+    shown = [f"{f}={settings[f]}" for f in _WHERE.get(table, ()) if settings.get(f) is not None]
+    return f"backend {table}" + (f": {', '.join(shown)}" if shown else "")
+
+
+def describe_keys(cfg: Config) -> list[str]:
+    """One line per logical key: purpose, backend key URI and backend, for `config check`."""
+    return [
+        f"key {name}: {kc.purpose}, {kc.uri} ({_backend_of(kc.uri, cfg.backends)})"
+        for name, kc in sorted(cfg.keys.items())
+    ]

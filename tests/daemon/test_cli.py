@@ -108,3 +108,102 @@ class TestCli:
         assert lines[0] == [ln for ln in lines[1] if ln.startswith("keybroker:")]
         assert len(lines[0]) == 1
         assert lines[0][0].startswith(line)
+
+
+# The seed README's example .env files, as it shows them.
+SEED_ENV_FILES = {
+    "aws": (
+        (
+            "ECL_CRYPTO_KMS_BACKEND=aws\n"
+            "ECL_CRYPTO_KMS_KEY_ID=arn:aws:kms:us-east-1:123456789012:key/abcd-1234\n"
+            "ECL_CRYPTO_AWS_REGION=us-east-1\n"
+        ),
+        (
+            "  key default: envelope, aws-kms://arn:aws:kms:us-east-1:123456789012:key/abcd-1234 "
+            "(backend aws: region=us-east-1)"
+        ),
+    ),
+    "gcp": (
+        (
+            "ECL_CRYPTO_KMS_BACKEND=gcp\n"
+            "ECL_CRYPTO_KMS_KEY_ID=my-crypto-key\n"
+            "ECL_CRYPTO_GCP_PROJECT_ID=my-project\n"
+            "ECL_CRYPTO_GCP_LOCATION_ID=us-east1\n"
+            "ECL_CRYPTO_GCP_KEY_RING_ID=my-keyring\n"
+        ),
+        (
+            "  key default: envelope, gcp-kms://projects/my-project/locations/us-east1/"
+            "keyRings/my-keyring/cryptoKeys/my-crypto-key (backend gcp)"
+        ),
+    ),
+    "vault": (
+        (
+            "ECL_CRYPTO_KMS_BACKEND=vault\n"
+            "ECL_CRYPTO_KMS_KEY_ID=my-transit-key\n"
+            "ECL_CRYPTO_VAULT_URL=https://vault.example.com:8200\n"
+            "ECL_CRYPTO_VAULT_TOKEN=hvs.my-vault-token\n"
+        ),
+        (
+            "  key default: envelope, vault-transit://transit/my-transit-key "
+            "(backend vault: address=https://vault.example.com:8200)"
+        ),
+    ),
+    "local": (
+        "ECL_CRYPTO_KMS_BACKEND=local\nECL_CRYPTO_KMS_KEY_ID=dev-key\n",
+        "  key default: envelope, local://dev-key (backend local)",
+    ),
+}
+
+
+def _kb_seed_env(*args: str, env_file: str) -> subprocess.CompletedProcess[str]:
+    """Run `keybroker ARGS` with a .env file's variables and no other keybroker settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECL_CRYPTO_", "KEYBROKER_"))}
+    env.update(line.split("=", 1) for line in env_file.splitlines() if line)
+    return subprocess.run(
+        [sys.executable, "-m", "broker", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+class TestConfigCheckSeedEnv:
+    """`config check` without a file checks the seed's variables and says what they configure."""
+
+    @pytest.mark.parametrize("backend", sorted(SEED_ENV_FILES))
+    def test_seed_env_file(self, backend):
+        """Each example .env of the seed gives the key and backend it means, with no warning."""
+        env_file, line = SEED_ENV_FILES[backend]
+
+        result = _kb_seed_env("config", "check", env_file=env_file)
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[1:] == [line]
+        assert result.stderr == ""
+        assert "hvs." not in result.stdout
+
+    def test_unknown_name_is_a_warning(self):
+        """A misspelt ECL_CRYPTO_* name is reported on stderr; the exit code stays 0."""
+        env_file = SEED_ENV_FILES["vault"][0].replace("_VAULT_URL=", "_VAULT_ADDRESS=")
+        env_file += "ECL_CRYPTO_VAULT_ADDR=https://vault.example.com:8200\n"
+
+        result = _kb_seed_env("config", "check", env_file=env_file)
+
+        assert result.returncode == 0
+        assert result.stderr == (
+            "keybroker: warning: ECL_CRYPTO_VAULT_ADDRESS: unknown variable, ignored; "
+            "did you mean ECL_CRYPTO_VAULT_ADDR?\n"
+        )
+
+    def test_warning_keeps_the_error_exit_code(self):
+        """With an invalid setup as well, the warning comes first and the exit code is still 2."""
+        env_file = "ECL_CRYPTO_KMS_BACKEND=gcp\nECL_CRYPTO_KMS_KEY_ID=k\nECL_CRYPTO_GCP_RING=r\n"
+
+        result = _kb_seed_env("config", "check", env_file=env_file)
+
+        assert result.returncode == 2
+        warning, error = result.stderr.splitlines()
+        assert warning.startswith("keybroker: warning: ECL_CRYPTO_GCP_RING: unknown variable")
+        assert error.startswith("keybroker: ECL_CRYPTO_GCP_PROJECT_ID: required when")

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import keybroker_client as kb
 from keybroker_client._facade import _shared
-from keybroker_client.compat import asymmetric, hashing, kdf, symmetric
+from keybroker_client.compat import asymmetric, exceptions, hashing, kdf, symmetric
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
@@ -168,32 +168,47 @@ class TestCompatThroughTheBroker:
             symmetric.envelope_decrypt(text, context={"tenant": "globex"})
 
     def test_sign_verify_and_public_key(self):
-        """asymmetric.sign/verify/get_public_key on the broker's signing key."""
-        signature = asymmetric.sign("invoice", "signing")
+        """asymmetric.sign/verify_with_key_id and get_public_key on the broker's signing key."""
+        signature = asymmetric.sign_with_key_id("invoice", "signing")
 
-        assert asymmetric.verify("invoice", signature, "signing") is True
+        assert asymmetric.verify_with_key_id("invoice", signature, "signing") is True
         assert asymmetric.get_public_key("signing").startswith(b"-----BEGIN PUBLIC KEY-----")
+        tampered = flip_bit(signature, len(signature) - 1)
         with pytest.raises(kb.VerificationError):
-            asymmetric.verify("invoice", flip_bit(signature, len(signature) - 1), "signing")
+            asymmetric.verify_with_key_id("invoice", tampered, "signing")
+
+    def test_broker_signature_verifies_with_the_seed_function(self):
+        """A broker signature, base64-encoded, verifies with the seed's PEM-based verify."""
+        signature = asymmetric.sign_with_key_id(b"invoice", "signing")
+
+        text = base64.b64encode(signature).decode()
+        assert asymmetric.verify(b"invoice", text, asymmetric.get_public_key("signing"))
 
     def test_rsa_round_trip(self):
-        """asymmetric.rsa_encrypt/rsa_decrypt on the broker's RSA key."""
-        ciphertext = asymmetric.rsa_encrypt("secret", "rsa")
+        """asymmetric.rsa_encrypt/rsa_decrypt_with_key_id on the broker's RSA key."""
+        ciphertext = asymmetric.rsa_encrypt_with_key_id("secret", "rsa")
 
-        assert asymmetric.rsa_decrypt(ciphertext, "rsa") == b"secret"
+        assert asymmetric.rsa_decrypt_with_key_id(ciphertext, "rsa") == b"secret"
+
+    def test_seed_rsa_encrypt_for_a_broker_key(self):
+        """The seed's rsa_encrypt with the broker key's PEM makes what the broker decrypts."""
+        text = asymmetric.rsa_encrypt(b"secret", asymmetric.get_public_key("rsa"))
+
+        assert asymmetric.rsa_decrypt_with_key_id(base64.b64decode(text), "rsa") == b"secret"
 
     def test_wrong_key_type(self):
         """Signing with the RSA decryption key raises KeyStateError."""
         with pytest.raises(kb.KeyStateError):
-            asymmetric.sign(b"x", "rsa")
+            asymmetric.sign_with_key_id(b"x", "rsa")
 
     def test_passwords(self):
-        """hashing.hash_password/verify_password; a wrong password raises VerificationError."""
+        """A wrong password raises the seed's HashingError, also a VerificationError."""
         stored = hashing.hash_password("correct horse")
 
         assert hashing.verify_password("correct horse", stored) is True
-        with pytest.raises(kb.VerificationError):
+        with pytest.raises(exceptions.HashingError) as caught:
             hashing.verify_password("wrong horse", stored)
+        assert isinstance(caught.value, kb.VerificationError)
 
     def test_hmac_with_key_id(self):
         """The broker's MAC is hex, verifies as hex or raw, and a changed MAC raises."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from keybroker_client._convert import check_bytes
-from keybroker_client._errors import InvalidParameterError
+import base64
+import binascii
 
-__all__ = ["invalid", "text_or_bytes"]
+from keybroker_client._convert import check_bytes
+
+from .exceptions import InvalidParameterError
+
+__all__ = ["b64decode_text", "invalid", "text_or_bytes"]
 
 
 def text_or_bytes(name: str, value: object) -> bytes:
@@ -18,3 +22,15 @@ def text_or_bytes(name: str, value: object) -> bytes:
 def invalid(message: str) -> InvalidParameterError:
     """A local parameter error carrying the broker's reason word, so handlers treat both alike."""
     return InvalidParameterError(message, reason="INVALID_ARGUMENT")
+
+
+def b64decode_text(name: str, value: object) -> bytes | None:
+    """Standard base64 text (str or ASCII bytes) as bytes; None when it is not base64."""
+    if isinstance(value, str):
+        raw = value.encode("ascii", errors="replace")
+    else:
+        raw = check_bytes(name, value)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        return None

@@ -1,9 +1,14 @@
-"""The seed's ``hashing`` module: passwords in the broker, SHA-256 and caller-held HMACs locally.
+"""The seed's hashing: Argon2id passwords in the broker, SHA-256 and caller-key HMACs locally.
 
-Password hashing (Argon2id) runs in the broker, which bounds its memory use. SHA-256 and
-HMAC-SHA256 under a key the caller holds run locally; ``hmac_sign_with_key_id`` and
-``hmac_verify_with_key_id`` use an HMAC key the broker holds. Digests and MACs are
-lowercase hex text; every comparison is constant-time.
+Password hashing runs in the broker, which bounds its memory use, with the seed's
+parameters (Argon2id, t=3, m=64 MiB, p=4, 32-byte hash) and the standard PHC string, so
+hashes stored by the seed keep verifying. SHA-256 and HMAC-SHA256 under a key the caller
+holds run locally. Digests and MACs are lowercase hex; every comparison is constant-time.
+A mismatch raises ``HashMismatchError``: a ``HashingError`` as the seed documents, and a
+``VerificationError`` as ``keybroker_client`` reports it.
+
+``hmac_sign_with_key_id`` and ``hmac_verify_with_key_id`` are keybroker additions that use
+an HMAC key the broker holds.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ import hashlib
 import hmac as _hmac
 from typing import Final, Literal
 
-from keybroker_client import _facade
 from keybroker_client._convert import check_bytes
-from keybroker_client._errors import VerificationError
 
+from ._calls import broker_call, client
 from ._util import invalid, text_or_bytes
+from .exceptions import HashingError, HashMismatchError
 
 __all__ = [
     "hash_data",
@@ -35,17 +40,24 @@ _MAC_FAILED: Final = "HMAC verification failed"
 
 def hash_password(password: str | bytes) -> str:
     """Hash a password with Argon2id in the broker; store the returned PHC string."""
-    return _facade.shared_client().hash_password(password)
+    with broker_call(HashingError, mismatch=HashMismatchError):
+        return client().hash_password(password)
 
 
 def verify_password(password: str | bytes, hash_string: str) -> Literal[True]:
-    """Return True when the password matches; a mismatch raises VerificationError."""
-    return _facade.shared_client().verify_password(password, hash_string)
+    """Return True when the password matches the stored hash; a mismatch raises HashingError."""
+    with broker_call(HashingError, mismatch=HashMismatchError):
+        return client().verify_password(password, hash_string)
 
 
 def hash_data(data: bytes | str) -> str:
-    """Return the SHA-256 of data as lowercase hex, computed locally."""
+    """Return the SHA-256 of data as lowercase hex, computed locally (not for passwords)."""
     return hashlib.sha256(text_or_bytes("data", data)).hexdigest()
+
+
+def _mismatch(message: str) -> HashMismatchError:
+    """The one error for any mismatch, with the reason word the broker uses."""
+    return HashMismatchError(message, reason="VERIFICATION_FAILED")
 
 
 def _expected(name: str, value: object, message: str) -> bytes:
@@ -54,19 +66,19 @@ def _expected(name: str, value: object, message: str) -> bytes:
         try:
             return bytes.fromhex(value)
         except ValueError:
-            raise VerificationError(message, reason="VERIFICATION_FAILED") from None
+            raise _mismatch(message) from None
     return check_bytes(name, value)
 
 
 def _check_equal(actual: bytes, expected: bytes, message: str) -> Literal[True]:
     """Compare in constant time, so the time taken reveals nothing about the right value."""
     if not _hmac.compare_digest(actual, expected):
-        raise VerificationError(message, reason="VERIFICATION_FAILED")
+        raise _mismatch(message)
     return True
 
 
 def verify_data_integrity(data: bytes | str, expected_hash: str | bytes) -> Literal[True]:
-    """Return True when SHA-256(data) equals expected_hash; otherwise raise VerificationError."""
+    """Return True when SHA-256(data) equals expected_hash; otherwise raise HashingError."""
     actual = hashlib.sha256(text_or_bytes("data", data)).digest()
     expected = _expected("expected_hash", expected_hash, _INTEGRITY_FAILED)
     return _check_equal(actual, expected, _INTEGRITY_FAILED)
@@ -85,16 +97,17 @@ def hmac_sign(data: bytes | str, key: bytes) -> str:
     return _mac(data, key).hex()
 
 
-def hmac_verify(data: bytes | str, signature: str | bytes, key: bytes) -> Literal[True]:
-    """Return True when signature (hex or raw) is the data's HMAC; else VerificationError."""
+def hmac_verify(data: bytes | str, key: bytes, expected_hmac: str | bytes) -> Literal[True]:
+    """Return True when expected_hmac (hex or raw) is the data's HMAC; else raise HashingError."""
     actual = _mac(data, key)
-    expected = _expected("signature", signature, _MAC_FAILED)
+    expected = _expected("expected_hmac", expected_hmac, _MAC_FAILED)
     return _check_equal(actual, expected, _MAC_FAILED)
 
 
 def hmac_sign_with_key_id(data: bytes | str, key_id: str) -> str:
     """Return HMAC-SHA256 under a broker-held HMAC key, as lowercase hex."""
-    return _facade.shared_client().hmac(text_or_bytes("data", data), key=key_id).hex()
+    with broker_call(HashingError, mismatch=HashMismatchError):
+        return client().hmac(text_or_bytes("data", data), key=key_id).hex()
 
 
 def hmac_verify_with_key_id(
@@ -102,4 +115,5 @@ def hmac_verify_with_key_id(
 ) -> Literal[True]:
     """Check a MAC (hex or raw) in the broker, in constant time; a mismatch raises."""
     mac = _expected("signature", signature, _MAC_FAILED)
-    return _facade.shared_client().hmac_verify(text_or_bytes("data", data), mac, key=key_id)
+    with broker_call(HashingError, mismatch=HashMismatchError):
+        return client().hmac_verify(text_or_bytes("data", data), mac, key=key_id)

@@ -1,17 +1,17 @@
-"""The seed's ``symmetric`` module: AES-256-GCM with a caller-held key, and envelope encryption.
+"""The seed's ``symmetric`` module: AES-256-GCM under a key the caller holds, run locally.
 
-``generate_key``, ``encrypt`` and ``decrypt`` run locally on pyca/cryptography with the
-seed's text format, so existing ciphertexts keep decrypting::
+``generate_key``, ``encrypt`` and ``decrypt`` use pyca/cryptography with the seed's text
+format, so ciphertexts written before the migration keep decrypting::
 
     base64( nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes) )     standard alphabet, padded
 
-``envelope_encrypt`` and ``envelope_decrypt`` call the broker, which holds the key.
+``envelope_encrypt`` and ``envelope_decrypt`` are keybroker additions that seal under a key
+the broker holds (its own envelope format, as base64 text).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 from typing import TYPE_CHECKING, Final
 
@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keybroker_client import _facade
 from keybroker_client._convert import check_bytes
-from keybroker_client._errors import DecryptionError, EncryptionError
 
-from ._util import invalid, text_or_bytes
+from ._calls import broker_call
+from ._util import b64decode_text, invalid, text_or_bytes
+from .exceptions import DecryptionError, EncryptionError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -69,41 +70,28 @@ def encrypt(plaintext: bytes | str, key: bytes, associated_data: bytes | str | N
     nonce = os.urandom(NONCE_SIZE)
     try:
         sealed = aead.encrypt(nonce, data, _associated(associated_data))
-    except OverflowError:
-        raise EncryptionError("plaintext too large for AES-GCM") from None
+    except OverflowError as exc:
+        raise EncryptionError("plaintext too large for AES-GCM", exc) from exc
     return base64.b64encode(nonce + sealed).decode("ascii")
 
 
-def _failed() -> DecryptionError:
+def _failed(cause: BaseException | None = None) -> DecryptionError:
     """One fixed message for every failure, so nothing about the cause can be probed."""
-    return DecryptionError(_DECRYPTION_FAILED, reason="DECRYPTION_FAILED")
-
-
-def _sealed_bytes(ciphertext: object) -> bytes:
-    """Decode the base64 text (str or ASCII bytes) and check it can hold a nonce and a tag."""
-    if isinstance(ciphertext, str):
-        text = ciphertext.encode("ascii", errors="replace")
-    else:
-        text = check_bytes("ciphertext", ciphertext)
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
-        raise _failed() from None
-    if len(raw) < NONCE_SIZE + TAG_SIZE:
-        raise _failed()
-    return raw
+    return DecryptionError(_DECRYPTION_FAILED, cause, reason="DECRYPTION_FAILED")
 
 
 def decrypt(
-    ciphertext: str | bytes, key: bytes, associated_data: bytes | str | None = None
+    encrypted_data: str | bytes, key: bytes, associated_data: bytes | str | None = None
 ) -> bytes:
-    """Decrypt what ``encrypt`` returned; any tampering raises DecryptionError."""
+    """Decrypt what ``encrypt`` returned; a wrong key, AAD or any tampering raises."""
     aead = _aead(key)
-    raw = _sealed_bytes(ciphertext)
+    raw = b64decode_text("encrypted_data", encrypted_data)
+    if raw is None or len(raw) < NONCE_SIZE + TAG_SIZE:
+        raise _failed()
     try:
         return aead.decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], _associated(associated_data))
-    except InvalidTag:
-        raise _failed() from None
+    except InvalidTag as exc:
+        raise _failed(exc) from exc
 
 
 def envelope_encrypt(
@@ -112,8 +100,9 @@ def envelope_encrypt(
     key_id: str = "default",
     context: Mapping[str, str] | None = None,
 ) -> str:
-    """Encrypt in the broker under a key it holds; returns the envelope as base64 text."""
-    return _facade.encrypt(plaintext, key=key_id, context=context)
+    """Seal in the broker under its logical key ``key_id``; returns the envelope as base64."""
+    with broker_call(EncryptionError):
+        return _facade.encrypt(plaintext, key=key_id, context=context)
 
 
 def envelope_decrypt(
@@ -121,5 +110,6 @@ def envelope_decrypt(
     *,
     context: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Decrypt an envelope (base64 text or binary) in the broker; the envelope names its key."""
-    return _facade.decrypt(encrypted_data, context=context)
+    """Open a broker envelope (base64 text or binary); the envelope names its key."""
+    with broker_call(DecryptionError):
+        return _facade.decrypt(encrypted_data, context=context)

@@ -33,9 +33,9 @@ class TestHashData:
         [hashlib.sha256(b"other").hexdigest(), "abc", "zz" * 32, ""],
         ids=["other-data", "short", "not-hex", "empty"],
     )
-    def test_mismatch_raises_verification_error(self, expected):
-        """Any other or malformed digest raises VerificationError, never returns False."""
-        with pytest.raises(exceptions.VerificationError) as caught:
+    def test_mismatch_raises_hashing_error(self, expected):
+        """Any other or malformed digest raises HashingError (also a VerificationError)."""
+        with pytest.raises(exceptions.HashingError) as caught:
             hashing.verify_data_integrity(b"report", expected)
 
         assert caught.value.reason == "VERIFICATION_FAILED"
@@ -57,11 +57,11 @@ class TestHmacWithCallerKey:
         v = vectors["hmac_sha256"]
         data, key = bytes.fromhex(v["data"]), bytes.fromhex(v["key"])
 
-        assert hashing.hmac_verify(data, v["mac"], key) is True
-        assert hashing.hmac_verify(data, bytes.fromhex(v["mac"]), key) is True
+        assert hashing.hmac_verify(data, key, v["mac"]) is True
+        assert hashing.hmac_verify(data, key, bytes.fromhex(v["mac"])) is True
 
     @pytest.mark.parametrize("change", ["data", "mac", "key"])
-    def test_any_change_raises_verification_error(self, change):
+    def test_any_change_raises_hashing_error(self, change):
         """Changing the data, the MAC or the key fails verification."""
         data, key = b"amount=100", b"k" * 32
         mac = hashing.hmac_sign(data, key)
@@ -72,15 +72,17 @@ class TestHmacWithCallerKey:
         else:
             key = b"j" * 32
 
-        with pytest.raises(exceptions.VerificationError, match="HMAC verification failed"):
-            hashing.hmac_verify(data, mac, key)
+        with pytest.raises(exceptions.HashingError, match="HMAC verification failed") as caught:
+            hashing.hmac_verify(data, key, mac)
+
+        assert isinstance(caught.value, exceptions.VerificationError)
 
     def test_truncated_mac_raises(self):
         """A prefix of the right MAC is not accepted."""
         mac = hashing.hmac_sign(b"x", b"k")
 
-        with pytest.raises(exceptions.VerificationError):
-            hashing.hmac_verify(b"x", mac[:32], b"k")
+        with pytest.raises(exceptions.HashingError):
+            hashing.hmac_verify(b"x", b"k", mac[:32])
 
     def test_empty_key_is_refused(self):
         """An empty key authenticates nothing and is refused."""
@@ -98,6 +100,12 @@ class TestHmacWithCallerKey:
 
         monkeypatch.setattr(hashing._hmac, "compare_digest", spy)
 
-        hashing.hmac_verify(b"x", hashing.hmac_sign(b"x", b"k"), b"k")
+        hashing.hmac_verify(b"x", b"k", hashing.hmac_sign(b"x", b"k"))
 
         assert len(calls) == 1
+
+    def test_keywords_are_the_seeds(self):
+        """hmac_verify(data=, key=, expected_hmac=) in the seed's order."""
+        mac = hashing.hmac_sign(data=b"payload", key=b"k" * 32)
+
+        assert hashing.hmac_verify(data=b"payload", key=b"k" * 32, expected_hmac=mac) is True

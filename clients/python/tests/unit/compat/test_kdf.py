@@ -11,7 +11,7 @@ class TestHkdf:
         v = vectors["hkdf_sha256"]
 
         okm = kdf.derive_key_hkdf(
-            bytes.fromhex(v["ikm"]),
+            input_key_material=bytes.fromhex(v["ikm"]),
             salt=bytes.fromhex(v["salt"]),
             info=bytes.fromhex(v["info"]),
             length=v["length"],
@@ -29,15 +29,38 @@ class TestHkdf:
         """Without a length the key is 256 bits."""
         assert len(kdf.derive_key_hkdf(b"m" * 32)) == 32
 
-    @pytest.mark.parametrize("length", [0, -1, 255 * 32 + 1])
-    def test_length_out_of_range_is_refused(self, length):
-        """Lengths outside 1..8160 (255 SHA-256 blocks) are refused."""
-        with pytest.raises(exceptions.InvalidParameterError, match="length must be between"):
+    def test_no_salt_is_a_fresh_random_salt(self):
+        """salt=None draws a random salt, so the same material gives different keys."""
+        material = b"m" * 32
+
+        assert kdf.derive_key_hkdf(material) != kdf.derive_key_hkdf(material)
+
+    def test_explicit_salt_is_deterministic(self):
+        """With the same salt and info the same key comes back."""
+        first = kdf.derive_key_hkdf(b"m" * 32, salt=b"s", info=b"i")
+
+        assert kdf.derive_key_hkdf(b"m" * 32, salt=b"s", info=b"i") == first
+
+    def test_positional_order_is_the_seeds(self):
+        """derive_key_hkdf(material, length, salt, info)."""
+        assert len(kdf.derive_key_hkdf(b"m" * 32, 16, b"s", b"i")) == 16
+
+    @pytest.mark.parametrize("length", [0, -1])
+    def test_length_below_one_is_refused(self, length):
+        """A length below 1 is a parameter error."""
+        with pytest.raises(exceptions.InvalidParameterError, match="length must be at least 1"):
             kdf.derive_key_hkdf(b"m" * 32, length=length)
+
+    def test_length_beyond_hkdf_is_a_derivation_error(self):
+        """More than 255 SHA-256 blocks cannot be derived: KeyDerivationError with the cause."""
+        with pytest.raises(exceptions.KeyDerivationError, match="8161 bytes") as caught:
+            kdf.derive_key_hkdf(b"m" * 32, length=255 * 32 + 1)
+
+        assert isinstance(caught.value.cause, ValueError)
 
     def test_empty_material_is_refused(self):
         """There is nothing to derive from empty material."""
-        with pytest.raises(exceptions.InvalidParameterError, match="key_material"):
+        with pytest.raises(exceptions.InvalidParameterError, match="input_key_material"):
             kdf.derive_key_hkdf(b"")
 
 
@@ -50,7 +73,7 @@ class TestPbkdf2:
         salt = bytes.fromhex(v["salt"])
 
         key, used_salt = kdf.derive_key_pbkdf2(
-            v["password"], salt=salt, iterations=v["iterations"], length=v["length"]
+            passphrase=v["password"], salt=salt, iterations=v["iterations"], length=v["length"]
         )
 
         assert key.hex() == v["key"]

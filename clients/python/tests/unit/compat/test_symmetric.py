@@ -1,6 +1,7 @@
 import base64
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keybroker_client.compat import exceptions, symmetric
@@ -120,12 +121,36 @@ class TestDecrypt:
         with pytest.raises(exceptions.DecryptionError, match="could not be decrypted"):
             symmetric.decrypt(text, KEY)
 
-    def test_tag_failure_hides_pyca_invalid_tag(self):
-        """The pyca exception is not chained, so nothing beyond the fixed message leaks."""
+    def test_tag_failure_chains_only_pyca_invalid_tag(self):
+        """The seed's cause is pyca's InvalidTag, which carries no detail about the data."""
         text = symmetric.encrypt(b"card", KEY)
 
         with pytest.raises(exceptions.DecryptionError) as caught:
             symmetric.decrypt(text, bytes(32))
 
-        assert caught.value.__cause__ is None
-        assert caught.value.__suppress_context__
+        assert isinstance(caught.value.cause, InvalidTag)
+        assert caught.value.__cause__ is caught.value.cause
+        assert str(caught.value.cause) == ""
+
+    def test_keywords_are_the_seeds(self):
+        """encrypt(plaintext=, key=, associated_data=) and decrypt(encrypted_data=, ...)."""
+        text = symmetric.encrypt(plaintext=b"x", key=KEY, associated_data=b"a")
+
+        assert symmetric.decrypt(encrypted_data=text, key=KEY, associated_data=b"a") == b"x"
+
+    def test_failed_encryption_is_an_encryption_error(self, monkeypatch):
+        """AES-GCM refusing to encrypt (over 2^36 bytes) raises EncryptionError with the cause."""
+
+        class Refusing:
+            def __init__(self, key):
+                self.key = key
+
+            def encrypt(self, *_args):
+                raise OverflowError("Data or associated data too long")
+
+        monkeypatch.setattr(symmetric, "AESGCM", Refusing)
+
+        with pytest.raises(exceptions.EncryptionError, match="too large") as caught:
+            symmetric.encrypt(b"x", KEY)
+
+        assert isinstance(caught.value.cause, OverflowError)

@@ -8,9 +8,9 @@ from keybroker_client.compat import exceptions, tokens
 class TestTokens:
     """tokens.generate_token_* from the local secrets module."""
 
-    def test_bytes_length_is_n(self):
-        """generate_token_bytes(n) returns n bytes; the default is 32."""
-        assert len(tokens.generate_token_bytes(16)) == 16
+    def test_bytes_length_is_length(self):
+        """generate_token_bytes(length) returns length bytes; the default is 32."""
+        assert len(tokens.generate_token_bytes(length=16)) == 16
         assert len(tokens.generate_token_bytes()) == 32
 
     def test_hex_is_two_characters_per_byte(self):
@@ -33,18 +33,31 @@ class TestTokens:
         "generate",
         [tokens.generate_token_bytes, tokens.generate_token_hex, tokens.generate_token_urlsafe],
     )
-    @pytest.mark.parametrize("n", [0, 15, 1025])
-    def test_out_of_bounds_is_invalid_parameter(self, generate, n):
+    @pytest.mark.parametrize("length", [0, 15, 1025])
+    def test_out_of_bounds_is_invalid_parameter(self, generate, length):
         """Fewer than 16 or more than 1024 bytes is refused, as by the broker."""
         with pytest.raises(exceptions.InvalidParameterError, match="between 16 and 1024"):
-            generate(n)
+            generate(length=length)
 
-    @pytest.mark.parametrize("n", [16, 1024])
-    def test_bounds_are_inclusive(self, n):
+    @pytest.mark.parametrize("length", [16, 1024])
+    def test_bounds_are_inclusive(self, length):
         """16 and 1024 bytes are allowed."""
-        assert len(tokens.generate_token_bytes(n)) == n
+        assert len(tokens.generate_token_bytes(length)) == length
 
     def test_bool_is_a_type_error(self):
         """True is not a length."""
         with pytest.raises(TypeError):
             tokens.generate_token_bytes(True)  # noqa: FBT003 - the point of the test
+
+    def test_failing_random_source_is_a_token_generation_error(self, monkeypatch):
+        """An OS random source that fails raises TokenGenerationError with the cause."""
+
+        def broken(_length):
+            raise OSError("getrandom failed")
+
+        monkeypatch.setattr(tokens.secrets, "token_hex", broken)
+
+        with pytest.raises(exceptions.TokenGenerationError) as caught:
+            tokens.generate_token_hex()
+
+        assert isinstance(caught.value.cause, OSError)
