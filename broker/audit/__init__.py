@@ -1,6 +1,8 @@
-"""Tamper-evident audit log: allow-listed records, HMAC chain, file and stdout sinks, verify."""
+"""Tamper-evident audit log: allow-listed records, HMAC chain, sinks, durable head, verify."""
 
-from broker.audit.chain import GENESIS, Chain, ChainHead, VerifyReport, verify_lines
+from broker.audit.chain import GENESIS, Chain, ChainHead
+from broker.audit.checkpoint import Checkpoint, Checkpointer, find_checkpoint, make_checkpoint
+from broker.audit.head import HeadStore, Resumption, resume
 from broker.audit.log import (
     AuditLog,
     AuditWriteError,
@@ -11,6 +13,7 @@ from broker.audit.log import (
     last_line,
 )
 from broker.audit.record import FIELDS, canonical
+from broker.audit.verify import Line, Repair, VerifyReport, split_lines, verify, verify_lines
 
 __all__ = [
     "FIELDS",
@@ -19,12 +22,23 @@ __all__ = [
     "AuditWriteError",
     "Chain",
     "ChainHead",
+    "Checkpoint",
+    "Checkpointer",
     "FileSink",
+    "HeadStore",
+    "Line",
     "LineSink",
+    "Repair",
+    "Resumption",
     "StreamSink",
     "VerifyReport",
     "canonical",
     "derive_audit_key",
+    "find_checkpoint",
     "last_line",
+    "make_checkpoint",
+    "resume",
+    "split_lines",
+    "verify",
     "verify_lines",
 ]

@@ -16,7 +16,11 @@ import structlog
 if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
 
-__all__ = ["FIELDS", "PROCESSORS", "canonical", "run_processors"]
+__all__ = ["FIELDS", "PROCESSORS", "REPAIR_EVENT", "START_EVENT", "canonical", "run_processors"]
+
+# records the log writes about itself (docs/audit.md): a start of the daemon, a repaired line
+START_EVENT = "start"
+REPAIR_EVENT = "audit_repair"
 
 
 # field -> type; the chain fields (seq, prev, mac) are added after these processors run
@@ -43,6 +47,12 @@ FIELDS: dict[str, type] = {
     "limit_id": str,
     "retry_after_ms": int,
     "reason": str,
+    "offset": int,  # audit_repair: where the damaged bytes start in the file
+    "length": int,  # audit_repair: how many bytes they are
+    "resume_seq": int,  # start: the head this run continues from
+    "resume_mac": str,
+    "lost_from": int,  # start: the seqs found missing from the end of the file
+    "lost_to": int,
     "seq": int,
     "prev": str,
     "mac": str,

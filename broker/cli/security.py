@@ -8,8 +8,9 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from broker.audit.chain import verify_lines
+from broker.audit.checkpoint import find_checkpoint
 from broker.audit.log import derive_audit_key
+from broker.audit.verify import split_lines, verify
 from broker.errors import ConfigError
 from broker.policy.authorizer import OPERATIONS, Caller
 from broker.policy.engine import decide
@@ -18,6 +19,8 @@ from broker.policy.loader import load_policy_file
 if TYPE_CHECKING:
     import argparse
 
+    from broker.audit.checkpoint import Checkpoint
+    from broker.audit.verify import Line, VerifyReport
     from broker.policy.model import Policy
 
 __all__ = ["add_parsers", "run"]
@@ -43,6 +46,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     where = verify.add_mutually_exclusive_group()
     where.add_argument("--state-dir", type=Path, help="state dir holding master.key")
     where.add_argument("--config", type=Path, help="daemon config (its server.state_dir)")
+    verify.add_argument(
+        "--allow-restart",
+        type=int,
+        action="append",
+        default=[],
+        metavar="SEQ",
+        help="accept the chain restart that follows record SEQ (repeatable)",
+    )
+    verify.add_argument(
+        "--checkpoint",
+        metavar="FILE_OR_VALUE",
+        help="an audit_checkpoint the files must reach: its JSON, or a file holding it "
+        "(the checkpoint file, or the daemon's JSON log: the last one counts)",
+    )
 
 
 def _say(line: str) -> None:
@@ -114,26 +131,60 @@ def _root_key(args: argparse.Namespace) -> bytes:
     return bytes.fromhex(path.read_text(encoding="ascii").strip())
 
 
+def _checkpoint(given: str) -> Checkpoint:
+    """The checkpoint --checkpoint names: a JSON value, or the last one in a file."""
+    if given.lstrip().startswith("{"):
+        text = given
+    else:
+        try:
+            text = Path(given).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ConfigError(f"--checkpoint {given}: cannot read ({exc.strerror})") from None
+    checkpoint = find_checkpoint(text)
+    if checkpoint is None:
+        raise ConfigError("--checkpoint: no audit_checkpoint found in the value or file given")
+    return checkpoint
+
+
+def _where(files: list[Path], lines: list[Line], number: int) -> str:
+    """`FILE:LINE` of a line given by its 1-based position among all lines (0: the end)."""
+    if not number:
+        return str(files[-1])
+    line = lines[number - 1]
+    return f"{files[line.file]}:{line.number}"
+
+
+def _notes(files: list[Path], lines: list[Line], report: VerifyReport) -> None:
+    """What a passing check should still tell: repairs, a partial start, restarts, anchor."""
+    for repair in report.repairs:
+        by = lines[repair.record_line - 1].number
+        _say(
+            f"note: {_where(files, lines, repair.line)}: a write cut short ({repair.length} "
+            f"bytes at byte {repair.offset}) was repaired by the audit_repair record on line {by}"
+        )
+    if report.starts_at:
+        _say(f"note: starts at seq {report.starts_at}; pass the earlier files to check the link")
+    if report.restarts:
+        _say(f"note: the chain restarted {report.restarts} time(s), as --allow-restart allows")
+    if report.checkpoint is not None:
+        cp = report.checkpoint
+        _say(f"note: reaches the checkpoint of {cp.time} (seq {cp.seq})")
+
+
 def _verify(args: argparse.Namespace) -> int:
+    checkpoint = _checkpoint(args.checkpoint) if args.checkpoint else None
     key = derive_audit_key(_root_key(args))
-    lines: list[bytes] = []
-    origin: list[tuple[Path, int]] = []
-    for path in args.files:
-        for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-            lines.append(line)
-            origin.append((path, number))
-    report = verify_lines(key, lines)
+    lines: list[Line] = []
+    for index, path in enumerate(args.files):
+        lines += split_lines(path.read_bytes(), index)
+    report = verify(key, lines, allow_restarts=set(args.allow_restart), checkpoint=checkpoint)
     if not report.ok:
-        path, number = origin[report.line - 1]
-        _say(f"{path}:{number}: {report.problem}")
+        _say(f"{_where(args.files, lines, report.line)}: {report.problem}")
         return 1
     head = report.head
     span = f"seq {report.starts_at}..{head.seq}" if head else "empty"
     _say(f"ok: {report.records} records, {span}, head mac {head.mac if head else '-'}")
-    if report.starts_at:
-        _say(f"note: starts at seq {report.starts_at}; pass the earlier files to check the link")
-    if report.restarts:
-        _say(f"note: the chain restarted {report.restarts} time(s) (see docs/audit.md)")
+    _notes(args.files, lines, report)
     return 0
 
 

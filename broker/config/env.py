@@ -46,6 +46,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "KEYBROKER_AUDIT_FILE": ("audit", "file"),
     "KEYBROKER_AUDIT_STDOUT": ("audit", "stdout"),
     "KEYBROKER_AUDIT_FAIL_CLOSED": ("audit", "fail_closed"),
+    "KEYBROKER_AUDIT_CHECKPOINT_SECONDS": ("audit", "checkpoint_seconds"),
+    "KEYBROKER_AUDIT_CHECKPOINT_FILE": ("audit", "checkpoint_file"),
     "KEYBROKER_HASHING_MAX_CONCURRENT": ("hashing", "max_concurrent"),
     "KEYBROKER_HASHING_MEMORY_BUDGET_BYTES": ("hashing", "memory_budget_bytes"),
     "KEYBROKER_KEYRING_MASTER_KEY_URI": ("keyring", "master_key_uri"),

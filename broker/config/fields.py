@@ -34,6 +34,7 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("cache", "lease_ttl_seconds"): (1, 86_400),
     ("cache", "lease_max_messages"): (1, 2**32),
     ("cache", "lease_max_bytes"): (1, 2**50),
+    ("audit", "checkpoint_seconds"): (0, 86_400),
     ("hashing", "max_concurrent"): (0, 256),
     ("hashing", "memory_budget_bytes"): (64 << 20, 1 << 40),
 }

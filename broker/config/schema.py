@@ -84,12 +84,18 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
-    """Audit log (docs/audit.md); an empty file means STATE_DIR/audit.log."""
+    """Audit log (docs/audit.md); an empty file means STATE_DIR/audit.log.
+
+    Checkpoints of the chain's head go to the log stream every `checkpoint_seconds` and at
+    stop, and also replace `checkpoint_file` when one is named; 0 seconds turns them off.
+    """
 
     enabled: bool = True
     file: str = ""
     stdout: bool = False
     fail_closed: bool = True
+    checkpoint_seconds: float = 60.0
+    checkpoint_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)

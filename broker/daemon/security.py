@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from broker.audit.chain import Chain
+from broker.audit.checkpoint import Checkpointer
+from broker.audit.head import HeadStore, Resumption, resume
 from broker.audit.log import AuditLog, FileSink, LineSink, StreamSink, derive_audit_key, last_line
 from broker.daemon.hardening import harden
 from broker.daemon.security_metrics import SecurityCollector
@@ -51,15 +53,20 @@ class Security:
     policy: PolicySource
     audit: AuditLog | None
     counters: SecurityCounters
+    checkpoints: Checkpointer | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def collector(self) -> SecurityCollector:
         """Prometheus collector for these pieces."""
         return SecurityCollector(self.counters, self.audit, lambda: dict(self.policy.reloads))
 
     async def start(self) -> None:
-        """Start watching the policy file."""
-        self._watcher = asyncio.get_running_loop().create_task(self.policy.watch())
+        """Start watching the policy file and emitting audit checkpoints."""
+        loop = asyncio.get_running_loop()
+        self._watcher = loop.create_task(self.policy.watch())
+        if self.checkpoints is not None:
+            self._checkpointing = loop.create_task(self.checkpoints.run())
 
     def on_sighup(self) -> None:
         """Reload the policy and reopen the audit file (after log rotation)."""
@@ -73,15 +80,18 @@ class Security:
                 log.info("audit_reopened")
 
     async def stop(self) -> None:
-        """Stop watching; log the audit chain's head as an anchor; close the audit log."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        """Stop the tasks; log the head and a last checkpoint as anchors; close the audit log."""
+        for task in (self._watcher, self._checkpointing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.audit is not None:
             head = self.audit.head
             if head is not None:
                 log.info("audit_chain_head", seq=head.seq, mac=head.mac)
+            if self.checkpoints is not None:
+                self.checkpoints.stop()
             self.audit.close()
 
 
@@ -102,21 +112,47 @@ def _policy(cfg: Config) -> PolicySource:
     return PolicySource(PolicyHolder(load_policy_file(path, table)), path, table)
 
 
-def _audit_log(cfg: Config, root_key: Callable[[], bytes]) -> AuditLog:
+def _audit_log(cfg: Config, key: bytes) -> AuditLog:
+    """The audit log, continuing the chain from its file and its durable head (docs/audit.md)."""
     state = cfg.server.state_dir
-    key = derive_audit_key(root_key())
     path = Path(cfg.audit.file).expanduser() if cfg.audit.file else state / "audit.log"
     if not path.parent.exists():
         path.parent.mkdir(mode=0o750, parents=True)
     sinks: list[LineSink] = [FileSink(path)]
     if cfg.audit.stdout:
         sinks.append(StreamSink())
+    store = HeadStore(state / "audit.head", key)
+    if store.unreadable:
+        log.warning("audit_head_unreadable", path=str(store.path))
     tail = last_line(path)
-    head = Chain(key).check(tail) if tail else None
-    if tail and head is None:
-        log.warning("audit_chain_restarted", file=str(path), reason="last line does not verify")
+    file_head = Chain(key).check(tail) if tail else None
+    resumed = resume(file_head, store.head, unverified_tail=bool(tail) and file_head is None)
+    _report(resumed, path)
+    audit = AuditLog(key, sinks, fail_closed=cfg.audit.fail_closed, head=resumed.head, store=store)
+    audit.start(resumed.event)
+    return audit
+
+
+def _report(resumed: Resumption, path: Path) -> None:
+    """Say in the daemon's log where the chain continues, and what was found missing."""
+    if resumed.restarted:
+        log.warning("audit_chain_restarted", file=str(path), reason=resumed.event["reason"])
+    if resumed.lost is not None:
+        first, last = resumed.lost
+        log.warning("audit_tail_lost", file=str(path), lost_from=first, lost_to=last)
+    head = resumed.head
     log.info("audit_enabled", file=str(path), seq=head.seq + 1 if head else 0)
-    return AuditLog(key, sinks, fail_closed=cfg.audit.fail_closed, head=head)
+
+
+def _audit(cfg: Config, root_key: Callable[[], bytes]) -> tuple[AuditLog, Checkpointer | None]:
+    """The audit log and, unless turned off, what checkpoints its head."""
+    key = derive_audit_key(root_key())
+    audit = _audit_log(cfg, key)
+    seconds = cfg.audit.checkpoint_seconds
+    if not seconds:
+        return audit, None
+    file = Path(cfg.audit.checkpoint_file).expanduser() if cfg.audit.checkpoint_file else None
+    return audit, Checkpointer(key, audit, file, interval=seconds)
 
 
 def _listener(lc: ListenerConfig, holder: PolicyHolder) -> UnixListener | SelfBoundListener:
@@ -137,7 +173,7 @@ def build_security(cfg: Config, root_key: Callable[[], bytes]) -> Security:
     if not state.exists():
         state.mkdir(mode=0o750, parents=True)
     source = _policy(cfg)
-    audit = _audit_log(cfg, root_key) if cfg.audit.enabled else None
+    audit, checkpoints = _audit(cfg, root_key) if cfg.audit.enabled else (None, None)
     counters = SecurityCounters()
     holder = source.holder
     listeners: list[UnixListener | SelfBoundListener] = [
@@ -150,4 +186,5 @@ def build_security(cfg: Config, root_key: Callable[[], bytes]) -> Security:
         policy=source,
         audit=audit,
         counters=counters,
+        checkpoints=checkpoints,
     )

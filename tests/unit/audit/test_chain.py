@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.audit.chain import Chain, verify_lines
+from broker.audit.chain import Chain
 from broker.audit.log import AuditLog, AuditWriteError, FileSink, derive_audit_key, last_line
 from broker.audit.record import run_processors
+from broker.audit.verify import verify_lines
 
 KEY = derive_audit_key(bytes(32))
 FULL = Path("/dev/full")  # every write fails with ENOSPC
