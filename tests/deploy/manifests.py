@@ -18,6 +18,7 @@ DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 KUBERNETES = DEPLOY / "kubernetes"
 SIDECAR_YAML = KUBERNETES / "keybroker-sidecar.yaml"
 VAULT_YAML = KUBERNETES / "keybroker-vault.yaml"
+FLEET_YAML = KUBERNETES / "keybroker-fleet.yaml"
 SYSTEMD = DEPLOY / "systemd"
 UNIT = SYSTEMD / "keybroker.service"
 SYSTEMD_TOML = SYSTEMD / "keybroker.toml"
@@ -146,6 +147,12 @@ def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """The Deployment's pod template spec."""
     spec: dict[str, Any] = only(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def job_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Job's pod template spec."""
+    spec: dict[str, Any] = only(docs, "Job")["spec"]["template"]["spec"]
     return spec
 
 

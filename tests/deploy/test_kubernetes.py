@@ -1,11 +1,12 @@
 """deploy/kubernetes/: the manifests parse, promise what docs/deployment.md says, and work.
 
-No cluster runs here. The pod is simulated instead: its volumes are directories made the way
-the kubelet makes emptyDirs (world-writable, setgid, group fsGroup), the sidecar runs from the
-image's entrypoint with the container's args, env, uid and read-only root (confine.py), and the
-probes and the application run as their own users. The KMS is stood in for: for the AWS
-manifest, moto's KMS reached with credentials from the IRSA variables through moto's STS; for
-the Vault manifest, OpenBao with the Kubernetes auth method, reviewing the projected token.
+No cluster runs here. The pod is simulated instead (pods.py): its volumes are directories made
+the way the kubelet makes them under fsGroup, the sidecar runs from the image's entrypoint with
+the container's args, env, uid and read-only root (confine.py), and the probes and the
+application run as their own users. The KMS is stood in for: for the AWS manifest, moto's KMS
+reached with credentials from the IRSA variables through moto's STS; for the Vault manifest,
+OpenBao with the Kubernetes auth method, reviewing the projected token. The fleet manifest's
+pods run against PostgreSQL in test_kubernetes_fleet.py; its static checks are here.
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
-import re
 import secrets
 import stat
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from deploy.manifests import (
+    FLEET_YAML,
     SIDECAR_YAML,
     VAULT_YAML,
     app_containers,
@@ -39,12 +38,21 @@ from deploy.manifests import (
     volume,
     yaml_documents,
 )
+from deploy.pods import (
+    IrsaKms,
+    Pod,
+    app_cli,
+    config_path,
+    listener_socket,
+    localize_config,
+    simulate,
+    start_sidecar,
+)
 from deploy.sandbox import (
     KEYBROKER,
     ConfinedDaemon,
     Confinement,
     empty_dir,
-    make_dir,
     run_confined,
 )
 from integration.kms.openbao import OpenBaoServer, TokenReviewApi, transit_policy
@@ -58,25 +66,14 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from deploy.sandbox import Account
-    from integration.kms.servers import MotoServer
 
-STABLE_API_VERSIONS = {"v1", "apps/v1"}
+STABLE_API_VERSIONS = {"v1", "apps/v1", "batch/v1"}
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 # Measured peak RSS of the sidecar (AWS backend, audit on) is ~80 MiB; the manifests budget
 # 128 MiB for everything but password hashing (docs/deployment.md, "Sizing").
 BASELINE_BYTES = 128 << 20
-MANIFESTS = [SIDECAR_YAML, VAULT_YAML]
-
-
-def _config_path(container: dict[str, Any]) -> str:
-    args = cli.entry._parser().parse_args(container["args"])
-    assert args.command == "serve"
-    return str(args.config)
-
-
-def _listener_socket(config: dict[str, Any]) -> str:
-    (listener,) = config["listeners"]
-    return str(listener["path"])
+MANIFESTS = [SIDECAR_YAML, VAULT_YAML, FLEET_YAML]
+KINDS = ["ConfigMap", "Deployment", "ServiceAccount"]
 
 
 @pytest.fixture(params=MANIFESTS, ids=lambda p: p.name)
@@ -98,10 +95,25 @@ class TestManifest:
     """Each manifest, read as kubectl reads it."""
 
     def test_documents_parse_with_stable_api_versions(self, manifest):
-        """A ServiceAccount, a ConfigMap and a Deployment, all v1 or apps/v1."""
-        assert sorted(d["kind"] for d in manifest) == ["ConfigMap", "Deployment", "ServiceAccount"]
+        """A ServiceAccount, a ConfigMap, a Deployment (the fleet adds a Job), all stable APIs."""
+        kinds = sorted(d["kind"] for d in manifest)
+        assert kinds in (KINDS, sorted([*KINDS, "Job"]))
         assert {d["apiVersion"] for d in manifest} <= STABLE_API_VERSIONS
         assert only(manifest, "Deployment")["apiVersion"] == "apps/v1"
+
+    def test_every_container_is_confined(self, manifest):
+        """Every container of every pod: non-root, read-only root, no escalation or capability."""
+        jobs = [d["spec"]["template"]["spec"] for d in manifest if d["kind"] == "Job"]
+        specs = [pod_spec(manifest), *jobs]
+        for spec in specs:
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            for container in [*spec.get("initContainers", []), *spec["containers"]]:
+                ctx = container["securityContext"]
+                assert ctx["runAsUser"] >= 10001, container["name"]
+                assert ctx["readOnlyRootFilesystem"] is True, container["name"]
+                assert ctx["allowPrivilegeEscalation"] is False, container["name"]
+                assert ctx["capabilities"] == {"drop": ["ALL"]}, container["name"]
+                assert "memory" in container["resources"]["limits"], container["name"]
 
     def test_sidecar_security_context(self, manifest):
         """Non-root 10001, read-only root, no escalation, no capabilities, RuntimeDefault."""
@@ -114,16 +126,22 @@ class TestManifest:
         assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
 
     def test_sidecar_starts_before_and_stops_after_the_app(self, manifest):
-        """The sidecar is a native sidecar: an init container with restartPolicy Always."""
+        """The sidecar is a native sidecar: the last init container, with restartPolicy Always.
+
+        Init containers before it (the fleet's DSN copy) run to completion before it starts.
+        """
         pod = pod_spec(manifest)
-        assert [c["name"] for c in pod["initContainers"]] == ["keybroker"]
-        assert pod["initContainers"][0]["restartPolicy"] == "Always"
+        *one_shot, last = pod["initContainers"]
+        assert last["name"] == "keybroker"
+        assert last["restartPolicy"] == "Always"
+        assert all("restartPolicy" not in c for c in one_shot)
+        assert cli.entry._parser().parse_args(last["args"]).command == "serve"
         assert app_containers(pod)
 
     def test_socket_is_shared_through_a_memory_emptydir(self, manifest):
         """The listener's socket sits in a subdirectory of a Memory emptyDir the app mounts too."""
         pod = pod_spec(manifest)
-        socket = _listener_socket(tomllib.loads(configmap_toml(manifest)))
+        socket = listener_socket(tomllib.loads(configmap_toml(manifest)))
         kb_mount = mount_for(sidecar(pod), socket)
         assert kb_mount is not None
         assert volume(pod, kb_mount["name"])["emptyDir"]["medium"] == "Memory"
@@ -147,7 +165,7 @@ class TestManifest:
     def test_probes_run_healthcheck_on_the_socket(self, manifest):
         """Startup, readiness and liveness probes run `keybroker healthcheck --socket` on it."""
         container = sidecar(pod_spec(manifest))
-        socket = _listener_socket(tomllib.loads(configmap_toml(manifest)))
+        socket = listener_socket(tomllib.loads(configmap_toml(manifest)))
         for probe in PROBES:
             command = container[probe]["exec"]["command"]
             assert command[0] == "keybroker"
@@ -171,7 +189,7 @@ class TestManifest:
         pod = pod_spec(manifest)
         container = sidecar(pod)
         cfg = load_config(config_file, env={})
-        config_mount = mount_for(container, _config_path(container))
+        config_mount = mount_for(container, config_path(container))
         assert config_mount is not None
         assert config_mount.get("readOnly") is True
         source = volume(pod, config_mount["name"])["configMap"]
@@ -292,102 +310,8 @@ class TestVaultKubernetesAuth:
 # ----------------------------------------------------------------------------- the pod, live
 
 
-@dataclass
-class Pod:
-    """The simulated pod: its manifest, the host directories of its volumes, its sidecar."""
-
-    docs: list[dict[str, Any]]
-    mounts: dict[str, Path]  # sidecar mountPath -> host directory
-    root_key: str
-    daemon: ConfinedDaemon | None = None
-
-    def host(self, path: str) -> str:
-        """Where a path inside the sidecar lives on this host."""
-        mount = max((m for m in self.mounts if path.startswith(m + "/") or path == m), key=len)
-        return str(self.mounts[mount]) + path[len(mount) :]
-
-    @property
-    def pod(self) -> dict[str, Any]:
-        """The pod template spec."""
-        return pod_spec(self.docs)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The ConfigMap's configuration (paths as the container sees them)."""
-        return tomllib.loads(configmap_toml(self.docs))
-
-    @property
-    def socket(self) -> str:
-        """The listener's socket on this host."""
-        return self.host(_listener_socket(self.config))
-
-    @property
-    def sidecar(self) -> ConfinedDaemon:
-        """The running sidecar."""
-        assert self.daemon is not None
-        return self.daemon
-
-
-def _volumes(pod: dict[str, Any], base: Path, docs: list[dict[str, Any]]) -> dict[str, Path]:
-    """Host directories for the sidecar's volumes, made as the kubelet makes them."""
-    fs_group = pod["securityContext"]["fsGroup"]
-    mounts = {}
-    for mount in sidecar(pod)["volumeMounts"]:
-        source = volume(pod, mount["name"])
-        host = base / mount["name"]
-        if "emptyDir" in source:
-            empty_dir(host, fs_group, memory=source["emptyDir"].get("medium") == "Memory")
-        elif "configMap" in source:
-            make_dir(host, 0o755)
-            (host / "keybroker.toml").write_text(configmap_toml(docs))
-        else:
-            token = source["projected"]["sources"][0]["serviceAccountToken"]
-            make_dir(host, 0o755)
-            path = host / token["path"]
-            path.write_text("")
-            os.chown(path, 0, fs_group)
-            path.chmod(source["projected"]["defaultMode"])
-        mounts[mount["mountPath"]] = host
-    return mounts
-
-
-class AwsStandIn:
-    """keybroker-sidecar.yaml's KMS: moto, reached with the IRSA variables through moto's STS."""
-
-    manifest = SIDECAR_YAML
-
-    def __init__(self, moto: MotoServer) -> None:
-        """Use this moto_server for STS and KMS."""
-        self.moto = moto
-
-    def prepare(self, pod: Pod, container: dict[str, Any]) -> dict[str, str]:
-        """Make the key in the role's account; point the config at it; the extra env."""
-        role_arn = env_of(container)["AWS_ROLE_ARN"]["value"]
-        token = Path(pod.host(env_of(container)["AWS_WEB_IDENTITY_TOKEN_FILE"]["value"]))
-        token.write_text("eyJhbGciOiJub25lIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.")
-        region = pod.config["backends"]["aws"]["region"]
-        creds = self.moto.client("sts", region_name=region).assume_role_with_web_identity(
-            RoleArn=role_arn, RoleSessionName="setup", WebIdentityToken="setup"
-        )["Credentials"]
-        kms = self.moto.client(  # moto keeps one KMS per account: make the key as the role
-            "kms",
-            region_name=region,
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-        )
-        arn = kms.create_key()["KeyMetadata"]["Arn"]
-        assert arn.split(":")[4] == role_arn.split(":")[4]
-        config = Path(pod.host(_config_path(container)))
-        uri = json.dumps(f"aws-kms://{arn}")
-        config.write_text(re.sub(r'"aws-kms://arn:aws:kms:[^"]+"', uri, config.read_text()))
-        return {"AWS_ENDPOINT_URL": self.moto.url}  # STS and KMS are moto's
-
-
 class VaultStandIn:
     """keybroker-vault.yaml's Vault: OpenBao, logged in with a service-account JWT it reviews."""
-
-    manifest = VAULT_YAML
 
     def __init__(self, bao: OpenBaoServer, api: TokenReviewApi) -> None:
         """Use this OpenBao and this stand-in for the Kubernetes TokenReview API."""
@@ -409,43 +333,15 @@ class VaultStandIn:
         return {"ECL_CRYPTO_VAULT_ADDR": self.bao.url}  # the in-cluster address is OpenBao's
 
 
-def _sidecar_env(pod: Pod, container: dict[str, Any]) -> dict[str, str]:
-    """The container's env on this host: the Secret's value and paths moved."""
-    env = {"HOME": pod.host(pod.config["server"]["state_dir"])}
-    for name, entry in env_of(container).items():
-        if "valueFrom" in entry:
-            env[name] = pod.root_key  # the Secret kubectl would have created
-        else:
-            value = entry["value"]
-            env[name] = pod.host(value) if value.startswith("/") else value
-    return env
-
-
-def _start_pod(base: Path, stand_in: AwsStandIn | VaultStandIn, user: Account) -> Pod:
-    docs = yaml_documents(stand_in.manifest)
-    spec = pod_spec(docs)
-    container = sidecar(spec)
-    pod = Pod(docs, _volumes(spec, base, docs), secrets.token_hex(32))
-    config = Path(pod.host(_config_path(container)))
-    text = re.sub(r'"(/[^"]*)"', lambda m: json.dumps(pod.host(m.group(1))), config.read_text())
-    config.write_text(text)
+def _start_pod(base: Path, manifest: Path, stand_in: IrsaKms | VaultStandIn, user: Account) -> Pod:
+    """The manifest's pod with its sidecar serving; the root-key Secret made up here."""
+    docs = yaml_documents(manifest)
+    pod = simulate(docs, pod_spec(docs), base)
+    container = sidecar(pod.spec)
+    pod.secret_env["ECL_CRYPTO_LOCAL_MASTER_KEY"] = secrets.token_hex(32)
+    localize_config(pod, container)
     extra_env = stand_in.prepare(pod, container)
-    config_mount = mount_for(container, _config_path(container))
-    assert config_mount is not None
-    config.chmod(volume(spec, config_mount["name"])["configMap"]["defaultMode"])
-    args = list(container["args"])
-    args[args.index("--config") + 1] = str(config)
-    writable = [
-        pod.mounts[m["mountPath"]]
-        for m in container["volumeMounts"]
-        if "emptyDir" in volume(spec, m["name"])
-    ]
-    assert container["securityContext"]["runAsUser"] == user.uid
-    confinement = Confinement(user.name, writable=writable)
-    env = {**_sidecar_env(pod, container), **extra_env}
-    pod.daemon = ConfinedDaemon(confinement, [str(KEYBROKER), *args], env, base)
-    pod.sidecar.start(Path(pod.socket))
-    return pod
+    return start_sidecar(pod, user, extra_env, base)
 
 
 @pytest.fixture(scope="class", params=["aws", "vault"])
@@ -453,26 +349,17 @@ def pod(request, class_base: Path, image_user: Account) -> Iterator[Pod]:
     """The sidecar of one manifest, running as in its pod, its KMS stood in for."""
     with contextlib.ExitStack() as stack:
         if request.param == "aws":
-            stand_in: AwsStandIn | VaultStandIn = AwsStandIn(request.getfixturevalue("moto"))
+            stand_in: IrsaKms | VaultStandIn = IrsaKms(request.getfixturevalue("moto"))
+            manifest = SIDECAR_YAML
         else:
             bao = stack.enter_context(OpenBaoServer())
             stand_in = VaultStandIn(bao, stack.enter_context(TokenReviewApi()))
-        base = class_base / request.param
-        base.mkdir()
-        base.chmod(0o755)
-        running = _start_pod(base, stand_in, image_user)
+            manifest = VAULT_YAML
+        running = _start_pod(class_base / request.param, manifest, stand_in, image_user)
         try:
             yield running
         finally:
             running.sidecar.kill()
-
-
-def _app_cli(
-    pod: Pod, user: Account, argv: list[str], stdin: bytes
-) -> subprocess.CompletedProcess[bytes]:
-    app = app_containers(pod.pod)[0]
-    env = {"KEYBROKER_SOCKET": pod.host(env_of(app)["KEYBROKER_SOCKET"]["value"])}
-    return run_confined(Confinement(user.name), [str(KEYBROKER), *argv], env, stdin)
 
 
 class TestSidecarPod:
@@ -490,11 +377,11 @@ class TestSidecarPod:
 
     def test_app_encrypts_and_decrypts(self, pod, app_user):
         """The app's encrypt | decrypt pipeline works (KMS reached with the pod's credentials)."""
-        sealed = _app_cli(
+        sealed = app_cli(
             pod, app_user, ["encrypt", "--key", "payments", "--context", "tenant=acme"], b"hello"
         )
         assert sealed.returncode == 0, sealed.stderr
-        opened = _app_cli(pod, app_user, ["decrypt", "--context", "tenant=acme"], sealed.stdout)
+        opened = app_cli(pod, app_user, ["decrypt", "--context", "tenant=acme"], sealed.stdout)
         assert opened.stdout == b"hello"
 
     @pytest.mark.parametrize(
@@ -507,13 +394,13 @@ class TestSidecarPod:
     )
     def test_policy_refuses_what_it_does_not_allow(self, pod, app_user, argv):
         """Without a tenant, or with another key, the app gets `permission denied`."""
-        out = _app_cli(pod, app_user, argv, b"x")
+        out = app_cli(pod, app_user, argv, b"x")
         assert out.returncode == 1
         assert "permission denied" in out.stderr.decode()
 
     def test_process_outside_the_pod_group_cannot_connect(self, pod, outsider):
         """Without the fsGroup, the socket directory cannot even be entered."""
-        out = _app_cli(
+        out = app_cli(
             pod, outsider, ["encrypt", "--key", "payments", "--context", "tenant=acme"], b"x"
         )
         assert out.returncode == 1
@@ -533,12 +420,15 @@ class TestSidecarPod:
         """Audit records are in the audit volume's file and on stdout; the chain verifies."""
         audit = Path(pod.host(pod.config["audit"]["file"]))
         lines = audit.read_text().splitlines()
-        assert any(json.loads(line)["caller"] == "payments-app" for line in lines)
+        assert any(json.loads(line).get("caller") == "payments-app" for line in lines)
         stdout = set(pod.sidecar.stdout().splitlines())
         assert set(lines) <= stdout
         out = subprocess.run(
             [sys.executable, "-m", "broker", "audit", "verify", str(audit)],
-            env={"ECL_CRYPTO_LOCAL_MASTER_KEY": pod.root_key, "PATH": "/usr/bin:/bin"},
+            env={
+                "ECL_CRYPTO_LOCAL_MASTER_KEY": pod.secret_env["ECL_CRYPTO_LOCAL_MASTER_KEY"],
+                "PATH": "/usr/bin:/bin",
+            },
             capture_output=True,
             text=True,
             timeout=60,

@@ -2,11 +2,13 @@
 
 Each test gets a fresh database on the session's throwaway PostgreSQL server; the daemons run
 in dev mode (keys `default`, `signing`, `hmac`) with `[keystore] kind = "postgres"` and one
-shared development root key, as sidecars of one Deployment would.
+shared development root key, as sidecars of one Deployment would. TestKmsWrappedRoot instead
+lets AWS KMS (moto_server) wrap the root key, which the first daemon keeps in the database.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support.daemon import Daemon
+from integration.kms.servers import start_moto
+from support.daemon import Daemon, daemon_env
 from support.rpc import assert_fails
 
 from broker.rpc.gen import envelope_pb2 as pb
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
+    from integration.kms.servers import MotoServer
     from support.postgres import PgDatabase
 
 ROOT_HEX = "5f" * 32
@@ -38,6 +42,19 @@ kind = "postgres"
 dsn_file = "{dsn_file}"
 connect_timeout = 2
 poll_seconds = 0.5
+"""
+KMS_ROOT = """
+[keys.default]
+uri = "local://default"
+
+[keyring]
+master_key_uri = "{uri}"
+
+[backends.aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+access_key_id = "testing"
+secret_access_key = "testing"
 """
 
 
@@ -385,3 +402,84 @@ class TestCopy:
             )
         finally:
             d.stop()
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    """moto_server: the AWS KMS whose key wraps the fleet's root key."""
+    with start_moto() as server:
+        yield server
+
+
+def kb_without_root(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the keybroker command line with no root key (or other keybroker setting) in the env."""
+    return subprocess.run(
+        [sys.executable, "-m", "broker", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=daemon_env(),
+    )
+
+
+def _stored_meta(db: PgDatabase) -> dict[str, str]:
+    """The store-wide values the database keeps (root check value, wrapped root key)."""
+    with db.server.admin(db.name) as conn:
+        rows = conn.execute("SELECT name, value FROM keybroker_meta").fetchall()
+    return {str(name): str(value) for name, value in rows}
+
+
+class TestKmsWrappedRoot:
+    """The root key is made by AWS KMS, kept in the database wrapped, unwrapped by every daemon."""
+
+    @pytest.fixture
+    def kms_config(self, tmp_path: Path, pg_database: PgDatabase, moto: MotoServer) -> Path:
+        """A fleet config naming a fresh KMS key as master_key_uri; the schema initialised."""
+        path = fleet_config(tmp_path, pg_database.dsn, "kms.toml")
+        uri = f"aws-kms://{moto.create_key()}"
+        path.write_text(path.read_text() + KMS_ROOT.format(uri=uri, endpoint=moto.url))
+        path.chmod(0o600)  # it holds the (dummy) AWS secret access key
+        out = kb_without_root("keystore", "init", "--config", str(path))
+        assert out.returncode == 0, out.stderr
+        return path
+
+    def test_audit_verifies_and_a_second_daemon_opens_the_envelopes(
+        self, tmp_path, kms_config, pg_database
+    ):
+        """Verify unwraps the stored root through KMS; another daemon decrypts the first's work."""
+        first = Daemon(tmp_path / "a", config=kms_config).start()
+        try:
+            sealed = _encrypt(first, b"under a wrapped root").ciphertext
+            assert first.admin.RotateKey(admin_pb.RotateKeyRequest(key="default")).key
+        finally:
+            first.stop()
+        audit = tmp_path / "a" / "audit.log"
+        records = len(audit.read_text().splitlines())
+        out = kb_without_root("audit", "verify", "--config", str(kms_config), str(audit))
+        assert out.returncode == 0, out.stdout + out.stderr
+        verdict = out.stdout.splitlines()[-1]
+        assert verdict.startswith(f"ok: {records} records, seq 0..{records - 1}, head mac ")
+        second = Daemon(tmp_path / "b", config=kms_config).start()
+        try:
+            assert _decrypt(second, sealed) == b"under a wrapped root"
+            assert _current(second) == 2
+        finally:
+            second.stop()
+        root = json.loads(_stored_meta(pg_database)["root_key"])
+        assert root["uri"] in kms_config.read_text()
+        for state in (tmp_path / "a", tmp_path / "b"):
+            assert not (state / "master.key").exists()
+            assert not (state / "master.key.wrapped").exists()
+
+    def test_verify_never_creates_the_root(self, tmp_path, kms_config, pg_database):
+        """Before any daemon ran, verify fails in one line and the store still holds no root."""
+        audit = tmp_path / "audit.log"
+        audit.write_text("")
+        out = kb_without_root("audit", "verify", "--config", str(kms_config), str(audit))
+        assert out.returncode == 2
+        where = f"127.0.0.1:{pg_database.server.port}/{pg_database.name}"
+        assert out.stderr.splitlines() == [
+            f"keybroker: {where}: the store holds no root key yet; start a daemon first"
+        ]
+        assert _stored_meta(pg_database) == {}

@@ -2,7 +2,8 @@
 
 Local signing keys are created under a root key that exists on disk only in wrapped form;
 restarts unwrap it and keep signing with the same keys. KMS refusals and mistakes in the
-setting stop the start with one line naming the URI.
+setting stop the start with one line naming the URI. `keybroker audit verify --config` finds
+the wrapped root the way the daemon does, and never makes a root key of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from integration.kms.openbao import start_openbao
 from integration.kms.servers import start_moto
-from support.daemon import Daemon, free_port
+from support.daemon import Daemon, daemon_env, free_port
 
 from broker.rpc.gen import signing_pb2 as pb
 from broker.rpc.gen import signing_pb2_grpc
@@ -78,10 +79,11 @@ def servers() -> Iterator[Servers]:
         s.close()
 
 
-def write_config(path: Path, uri: str | None, backends: str) -> Path:
-    """A config with one local signing key and, when given, the keyring's master_key_uri."""
+def write_config(path: Path, uri: str | None, backends: str, state: Path | None = None) -> Path:
+    """A config with one local signing key and, when given, master_key_uri and state_dir."""
+    server = f'[server]\nstate_dir = "{state}"\n' if state else ""
     keyring = f'[keyring]\nmaster_key_uri = "{uri}"\n' if uri else ""
-    path.write_text(SIGNER + keyring + backends)
+    path.write_text(server + SIGNER + keyring + backends)
     path.chmod(0o600)
     return path
 
@@ -171,6 +173,82 @@ class TestWrappedRoot:
         finally:
             wrapped.stop()
         assert_only_wrapped_root(state, uri)
+
+
+def verify_audit(config: Path, audit: Path) -> subprocess.CompletedProcess[str]:
+    """`keybroker audit verify --config`, with no root key (or any keybroker setting) in the env."""
+    return subprocess.run(
+        [sys.executable, "-m", "broker", "audit", "verify", "--config", str(config), str(audit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=daemon_env(),
+    )
+
+
+def report(out: subprocess.CompletedProcess[str]) -> str:
+    """The verdict line of `audit verify` (its last line on stdout)."""
+    return out.stdout.splitlines()[-1]
+
+
+class TestAuditVerify:
+    """`keybroker audit verify --config` with the root key wrapped by a KMS key."""
+
+    def test_verifies_with_the_daemons_config(self, servers, tmp_path):
+        """After a few calls, verify unwraps the root through AWS KMS and reports every record."""
+        state = tmp_path / "state"
+        uri = servers.aws_key()
+        config = write_config(tmp_path / "k.toml", uri, servers.backends(), state)
+        d = Daemon(state, config=config).start()
+        try:
+            for _ in range(3):
+                signature_and_pem(d)
+        finally:
+            d.stop()
+        audit = state / "audit.log"
+        records = len(audit.read_text().splitlines())
+        assert records >= 6
+        out = verify_audit(config, audit)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert report(out).startswith(f"ok: {records} records, seq 0..{records - 1}, head mac ")
+        assert_only_wrapped_root(state, uri)
+
+    def test_a_tampered_record_is_found(self, servers, tmp_path):
+        """The key verify unwrapped is the chain's: one changed record fails, naming its line."""
+        state = tmp_path / "state"
+        config = write_config(tmp_path / "k.toml", servers.aws_key(), servers.backends(), state)
+        d = Daemon(state, config=config).start()
+        try:
+            signature_and_pem(d)
+        finally:
+            d.stop()
+        audit = state / "audit.log"
+        lines = audit.read_text().splitlines()
+        record = json.loads(lines[0])
+        record["caller"] = "someone-else"
+        lines[0] = json.dumps(record, separators=(",", ":"))
+        audit.write_text("\n".join(lines) + "\n")
+        out = verify_audit(config, audit)
+        assert out.returncode == 1
+        assert report(out).startswith(f"{audit}:1: ")
+
+    @pytest.mark.parametrize("wrapped", [False, True], ids=["master.key", "master.key.wrapped"])
+    def test_never_creates_a_root_key(self, servers, tmp_path, wrapped):
+        """On an empty state dir verify fails in one line and leaves the directory empty."""
+        state = tmp_path / "state"
+        state.mkdir()
+        uri = servers.aws_key() if wrapped else None
+        config = write_config(tmp_path / "k.toml", uri, servers.backends(), state)
+        audit = tmp_path / "audit.log"
+        audit.write_text("")
+        out = verify_audit(config, audit)
+        name = "master.key.wrapped" if wrapped else "master.key"
+        assert out.returncode == 2
+        assert out.stderr.splitlines() == [
+            f"keybroker: {state / name}: no root key here; pass the daemon's --config"
+        ]
+        assert list(state.iterdir()) == []
 
 
 class TestRefusedStarts:
