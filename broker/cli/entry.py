@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     from broker.cli.ops import CliError  # noqa: PLC0415 - see _run
 
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        # Tools print their results on stdout; what they log (warnings) stays on stderr.
+        from broker.daemon.logs import configure_logging  # noqa: PLC0415 - see _run
+
+        configure_logging("warning")
     try:
         return _run(args)
     except (ConfigError, CliError, BrokerError) as exc:

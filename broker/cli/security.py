@@ -120,7 +120,7 @@ def _root_key(args: argparse.Namespace) -> bytes:
         from broker.config.load import load_config  # noqa: PLC0415 - only this path needs it
         from broker.daemon.keystore import LocalKeys  # noqa: PLC0415 - idem
 
-        keys = LocalKeys(load_config(args.config), create_root=False)
+        keys = LocalKeys(load_config(args.config, keys_required=False), create_root=False)
         try:
             return keys.root_key()
         finally:

@@ -190,6 +190,31 @@ class TestVerifyCommand:
         assert out.stdout.startswith(f"{copy}:{line}: ")
         assert word in out.stdout
 
+    def test_config_without_keys_finds_the_root_and_logs_nothing_on_stdout(self, audited, tmp_path):
+        """--config of a state dir alone (no [keys]) verifies; stdout holds only the report."""
+        _workload(audited)
+        config = tmp_path / "verify.toml"
+        config.write_text(f'[server]\nstate_dir = "{audited.state_dir}"\n')
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "audit",
+                "verify",
+                "--config",
+                str(config),
+                str(audited.audit_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=audited.env,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("ok: "), out.stdout
+
 
 class TestLifecycle:
     """Rotation on SIGHUP and restarts keep one chain."""
