@@ -28,6 +28,7 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("server", "max_concurrent_rpcs"): (1, 100_000),
     ("cache", "decrypt_max_entries"): (0, 10_000_000),
     ("cache", "decrypt_ttl_seconds"): (1, 86_400),
+    ("cache", "decrypt_stale_seconds"): (0, 86_400),
     ("cache", "encrypt_max_age_seconds"): (1, 86_400),
     ("cache", "encrypt_max_messages"): (1, 2**32),
     ("cache", "encrypt_max_bytes"): (1, 2**50),

@@ -59,6 +59,7 @@ class CacheConfig:
     enabled: bool = True
     decrypt_max_entries: int = 10_000
     decrypt_ttl_seconds: float = 300.0
+    decrypt_stale_seconds: float = 0.0
     encrypt_max_age_seconds: float = 300.0
     encrypt_max_messages: int = 1 << 20
     encrypt_max_bytes: int = 1 << 34

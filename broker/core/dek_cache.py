@@ -1,7 +1,9 @@
 """DEK caches: fewer KMS calls on both sides, with every retired key overwritten.
 
 * ``DecryptCache``: unwrapped DEKs by wrapped-DEK bytes, least recently used first out, each
-  entry living at most ``ttl_seconds`` from when it was put.
+  entry living at most ``ttl_seconds`` from when it was put, then kept ``stale_seconds`` more
+  (0 by default) for ``get_stale``: a last-known-good answer while the KMS cannot be asked.
+  Each entry carries a tag (e.g. key name and version) so ``invalidate`` can drop one key's.
 * ``EncryptSlots``: one live DEK per caller-chosen slot (e.g. key name, context, whether the
   context is stored), reused until its age, message count or byte count reaches a limit.
 
@@ -37,11 +39,24 @@ MAX_MESSAGES_PER_DEK = 2**32
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    """A snapshot of cache counters, for metrics; evictions are removals forced by a limit."""
+    """A snapshot of cache counters, for metrics; evictions are removals forced by a limit.
+
+    ``stale`` counts keys handed out by ``DecryptCache.get_stale`` after their TTL.
+    """
 
     hits: int
     misses: int
     evictions: int
+    stale: int = 0
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One cached key, when its TTL ends, and the tag ``invalidate`` matches on."""
+
+    data_key: DataKey
+    expires: float
+    tag: Hashable
 
 
 class DecryptCache:
@@ -52,77 +67,113 @@ class DecryptCache:
         max_entries: int,
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        stale_seconds: float = 0.0,
     ) -> None:
-        """Hold at most ``max_entries`` keys (0 disables caching), each for ``ttl_seconds``."""
+        """Hold at most ``max_entries`` keys (0 disables caching), each for ``ttl_seconds``.
+
+        An entry past its TTL stays ``stale_seconds`` more for ``get_stale`` before it is wiped.
+        """
         if max_entries < 0:
             raise ValueError("max_entries must be at least 0")
         if not ttl_seconds > 0:
             raise ValueError("ttl_seconds must be greater than 0")
+        if not stale_seconds >= 0:
+            raise ValueError("stale_seconds must be at least 0")
         self._max_entries = max_entries
         self._ttl = ttl_seconds
+        self._stale = stale_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[bytes, tuple[DataKey, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._hits = 0
         self._misses = 0
         self._evictions = 0
+        self._stale_served = 0
 
     def get(self, key: bytes) -> DataKey | None:
-        """Return the cached key for a wrapped DEK, or None (an expired entry is wiped)."""
+        """Return the cached key within its TTL, or None (an entry past any use is wiped)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 self._misses += 1
                 return None
-            data_key, expires = entry
-            if self._clock() >= expires:
-                del self._entries[key]
-                data_key.wipe()
-                self._evictions += 1
+            now = self._clock()
+            if now >= entry.expires:
                 self._misses += 1
+                if now >= entry.expires + self._stale:
+                    self._drop(key)
+                    self._evictions += 1
                 return None
             self._entries.move_to_end(key)
             self._hits += 1
-            return data_key
+            return entry.data_key
 
-    def put(self, key: bytes, dk: DataKey) -> None:
+    def get_stale(self, key: bytes) -> DataKey | None:
+        """Return the key even past its TTL, within the stale window; for when the KMS is down."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            now = self._clock()
+            if now >= entry.expires + self._stale:
+                self._drop(key)
+                self._evictions += 1
+                return None
+            self._entries.move_to_end(key)
+            if now >= entry.expires:
+                self._stale_served += 1
+            else:
+                self._hits += 1
+            return entry.data_key
+
+    def put(self, key: bytes, dk: DataKey, *, tag: Hashable = None) -> None:
         """Cache a freshly unwrapped key, evicting and wiping the least recently used beyond max."""
         if self._max_entries == 0:
             return
         with self._lock:
             previous = self._entries.pop(key, None)
-            if previous is not None and previous[0] is not dk:
-                previous[0].wipe()
-            self._entries[key] = (dk, self._clock() + self._ttl)
+            if previous is not None and previous.data_key is not dk:
+                previous.data_key.wipe()
+            self._entries[key] = _Entry(dk, self._clock() + self._ttl, tag)
             while len(self._entries) > self._max_entries:
-                _, (evicted, _) = self._entries.popitem(last=False)
-                evicted.wipe()
+                _, evicted = self._entries.popitem(last=False)
+                evicted.data_key.wipe()
                 self._evictions += 1
 
+    def _drop(self, key: bytes) -> None:
+        """Remove and wipe one entry; the caller holds the lock."""
+        self._entries.pop(key).data_key.wipe()
+
     def purge_expired(self) -> int:
-        """Remove and wipe every expired entry now, rather than when next looked up."""
+        """Remove and wipe every entry past its TTL and stale window, rather than when next used."""
         with self._lock:
             now = self._clock()
-            expired = [key for key, (_, expires) in self._entries.items() if now >= expires]
-            for key in expired:
-                self._entries.pop(key)[0].wipe()
-            self._evictions += len(expired)
-            return len(expired)
+            done = [k for k, e in self._entries.items() if now >= e.expires + self._stale]
+            for key in done:
+                self._drop(key)
+            self._evictions += len(done)
+            return len(done)
+
+    def invalidate(self, match: Callable[[Hashable], bool]) -> int:
+        """Remove and wipe every entry whose tag matches (a key version disabled); how many."""
+        with self._lock:
+            doomed = [key for key, entry in self._entries.items() if match(entry.tag)]
+            for key in doomed:
+                self._drop(key)
+            return len(doomed)
 
     def clear(self) -> None:
-        """Remove and wipe every entry (shutdown, or after a key is disabled)."""
-        with self._lock:
-            for data_key, _ in self._entries.values():
-                data_key.wipe()
-            self._entries.clear()
+        """Remove and wipe every entry (shutdown)."""
+        self.invalidate(lambda _tag: True)
 
     def stats(self) -> CacheStats:
         """Return the counters as they are now."""
         with self._lock:
-            return CacheStats(self._hits, self._misses, self._evictions)
+            return CacheStats(self._hits, self._misses, self._evictions, self._stale_served)
 
     def __len__(self) -> int:
-        """Count the entries held, expired ones included until they are looked up or purged."""
+        """Count the entries held, past-TTL ones included until they are looked up or purged."""
         with self._lock:
             return len(self._entries)
 

@@ -142,6 +142,7 @@ def build_app(cfg: Config) -> App:
             enabled=c.enabled,
             decrypt_max_entries=c.decrypt_max_entries,
             decrypt_ttl_seconds=c.decrypt_ttl_seconds,
+            decrypt_stale_seconds=c.decrypt_stale_seconds,
             encrypt_max_age_seconds=c.encrypt_max_age_seconds,
             encrypt_max_messages=c.encrypt_max_messages,
             encrypt_max_bytes=c.encrypt_max_bytes,

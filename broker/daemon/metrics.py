@@ -52,6 +52,7 @@ class BrokerCollector:
         cache.add_metric(["encrypt", "miss"], stats.encrypt_misses)
         cache.add_metric(["decrypt", "hit"], stats.decrypt_hits)
         cache.add_metric(["decrypt", "miss"], stats.decrypt_misses)
+        cache.add_metric(["decrypt", "stale"], stats.decrypt_stale)
         yield cache
         kms = CounterMetricFamily("keybroker_kms_calls", "Calls to KMS backends", labels=["op"])
         kms.add_metric(["generate_data_key"], stats.kms_generate_calls)
@@ -71,7 +72,14 @@ class BrokerCollector:
             for candidate in ("closed", "open", "half_open"):
                 state.add_metric([name, candidate], float(backend.state == candidate))
             c = backend.counters
-            for event in ("calls", "failures", "retries", "rejected_open", "rejected_rate_limit"):
+            for event in (
+                "calls",
+                "failures",
+                "retries",
+                "rejected_open",
+                "rejected_rate_limit",
+                "rejected_busy",
+            ):
                 events.add_metric([name, event], getattr(c, event))
         yield state
         yield events

@@ -10,7 +10,13 @@ every backend fails the same way when its KMS is slow or down (docs/resilience.m
 * a circuit breaker opens after `breaker_failures` consecutive failed attempts, fails fast
   while open, lets one probe through after `breaker_reset_seconds` and closes on its success;
 * an optional token bucket caps attempts per second; a caller waits for a token only as long
-  as its deadline allows.
+  as its deadline allows;
+* a backend whose SDK calls run on a bounded pool (its `max_concurrency`) gets as many call
+  slots: time spent waiting for one is the broker's queue, not the KMS's, so it never counts
+  against the breaker, and a caller whose deadline passes while it waits gets
+  `BackendBusyError` (RESOURCE_EXHAUSTED, retryable). A call that got a slot is judged with
+  the time it waited given back (its deadline moves by that much) and keeps the slot until it
+  ends, even if its caller stopped waiting, because the SDK's worker thread stays busy anyway.
 """
 
 from __future__ import annotations
@@ -22,14 +28,20 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from broker.errors import ConfigError, KmsUnavailableError
+from broker.errors import ConfigError, KmsUnavailableError, ResourceExhaustedError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from broker.kms.base import BackendKey, GeneratedKey, KeyVersionInfo, KmsBackend, WrappedKey
 
-__all__ = ["BreakerState", "ResilienceCounters", "ResilienceSettings", "ResilientBackend"]
+__all__ = [
+    "BackendBusyError",
+    "BreakerState",
+    "ResilienceCounters",
+    "ResilienceSettings",
+    "ResilientBackend",
+]
 
 BreakerState = Literal["closed", "open", "half_open"]
 _T = TypeVar("_T")
@@ -37,6 +49,7 @@ _T = TypeVar("_T")
 CIRCUIT_OPEN_MESSAGE = "key management service unavailable (circuit open); retry later"
 TIMEOUT_MESSAGE = "key management service timed out; retry later"
 RATE_LIMIT_MESSAGE = "key management service rate limit reached; retry later"
+BUSY_MESSAGE = "key management backend busy; retry later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +93,23 @@ class ResilienceCounters:
     retries: int
     rejected_open: int
     rejected_rate_limit: int
+    rejected_busy: int
 
 
 class _RateLimitedError(KmsUnavailableError):
     """Over the rate limit for longer than the deadline allows; never retried."""
 
     default_message = RATE_LIMIT_MESSAGE
+
+
+class BackendBusyError(ResourceExhaustedError):
+    """Every backend connection stayed taken until the deadline: the KMS was never asked.
+
+    Not a `KmsUnavailableError`: the KMS may be healthy, so this trips no breaker, is not
+    retried within the call (its deadline is spent), and serves no stale DEK.
+    """
+
+    default_message = BUSY_MESSAGE
 
 
 class _Breaker:
@@ -188,7 +212,10 @@ class ResilientBackend:
         rate = self._settings.rate_limit_per_second
         self._bucket = _TokenBucket(rate, clock) if rate is not None else None
         self._calls = self._failures = self._retries = 0
-        self._rejected_open = self._rejected_rate = 0
+        self._rejected_open = self._rejected_rate = self._rejected_busy = 0
+        self._limit = _concurrency_of(inner)
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._in_flight: set[asyncio.Task[object]] = set()
 
     @property
     def inner(self) -> KmsBackend:
@@ -209,6 +236,7 @@ class ResilientBackend:
             retries=self._retries,
             rejected_open=self._rejected_open,
             rejected_rate_limit=self._rejected_rate,
+            rejected_busy=self._rejected_busy,
         )
 
     async def generate_data_key(self, key_id: str, context: Mapping[str, str]) -> GeneratedKey:
@@ -246,7 +274,10 @@ class ResilientBackend:
         await self._call(self._inner.health, attempts=1)
 
     async def close(self) -> None:
-        """Close the wrapped backend."""
+        """Cancel the calls still running for callers that stopped waiting; close the backend."""
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
         await self._inner.close()
 
     async def _call(
@@ -272,15 +303,26 @@ class ResilientBackend:
 
     async def _attempt(self, operation: Callable[[], Awaitable[_T]], deadline: float) -> _T:
         """One attempt: breaker admission, rate limit, then the call; outcome to the breaker."""
+        if self._limit is not None:
+            return await self._attempt_in_slot(operation, deadline, self._limit)
+        await self._admitted(deadline)
+        return await self._judged(self._bounded(operation, deadline))
+
+    async def _admitted(self, deadline: float) -> None:
+        """Breaker admission, then a rate-limit token; a failed wait gives a probe slot back."""
         if not self._breaker.admit():
             self._rejected_open += 1
             raise KmsUnavailableError(CIRCUIT_OPEN_MESSAGE)
         try:
             await self._take_token(deadline)
-            result = await self._bounded(operation, deadline)
-        except _RateLimitedError:
+        except BaseException:
             self._breaker.release_probe()
             raise
+
+    async def _judged(self, call: Awaitable[_T]) -> _T:
+        """Await a call that went to the KMS and tell the breaker how the KMS did."""
+        try:
+            result = await call
         except KmsUnavailableError:
             self._failures += 1
             self._breaker.record_failure()
@@ -295,6 +337,68 @@ class ResilientBackend:
             raise
         self._breaker.record_success()
         return result
+
+    async def _attempt_in_slot(
+        self, operation: Callable[[], Awaitable[_T]], deadline: float, limit: int
+    ) -> _T:
+        """Wait for a call slot within the deadline, then call; the queue is not the KMS's."""
+        if self._breaker.state == "open":  # fail fast rather than queue behind a dead KMS
+            self._rejected_open += 1
+            raise KmsUnavailableError(CIRCUIT_OPEN_MESSAGE)
+        slots = self._semaphore(limit)
+        queued = await self._wait_for_slot(slots, deadline)
+        try:
+            await self._admitted(deadline)
+        except BaseException:
+            slots.release()
+            raise
+        call = asyncio.create_task(self._in_slot(slots, operation, deadline + queued))
+        self._in_flight.add(call)
+        call.add_done_callback(self._settled)
+        # Unqueued, the call's own deadline is the caller's: wait for its outcome. Queued, the
+        # caller gives up at its deadline and the call runs on to its later one.
+        wait = deadline - self._clock() if queued else None
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(call)
+        except TimeoutError as exc:
+            raise KmsUnavailableError(TIMEOUT_MESSAGE) from exc
+
+    def _semaphore(self, limit: int) -> asyncio.Semaphore:
+        """The call slots of the running event loop (a backend may outlive a loop)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(limit))
+        return self._slots[1]
+
+    async def _wait_for_slot(self, slots: asyncio.Semaphore, deadline: float) -> float:
+        """Take a call slot and return the seconds waited; BackendBusyError past the deadline."""
+        if not slots.locked():
+            await slots.acquire()  # free: taken without suspending
+            return 0.0
+        started = self._clock()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - started)):
+                await slots.acquire()
+        except TimeoutError:
+            self._rejected_busy += 1
+            raise BackendBusyError(BUSY_MESSAGE) from None
+        return self._clock() - started
+
+    async def _in_slot(
+        self, slots: asyncio.Semaphore, operation: Callable[[], Awaitable[_T]], deadline: float
+    ) -> _T:
+        """The call, judged by the breaker against its own deadline, then its slot freed."""
+        try:
+            return await self._judged(self._bounded(operation, deadline))
+        finally:
+            slots.release()
+
+    def _settled(self, call: asyncio.Task[object]) -> None:
+        """Forget a finished call; its error was the breaker's, whoever stopped waiting for it."""
+        self._in_flight.discard(call)
+        if not call.cancelled():
+            call.exception()
 
     async def _bounded(self, operation: Callable[[], Awaitable[_T]], deadline: float) -> _T:
         """Run the call within what is left of the deadline; running out is unavailability."""
@@ -326,3 +430,11 @@ class ResilientBackend:
             return False
         await self._sleep(delay)
         return True
+
+
+def _concurrency_of(backend: KmsBackend) -> int | None:
+    """The backend's declared bound on calls in flight (`max_concurrency`), None when unbounded."""
+    limit = getattr(backend, "max_concurrency", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        return limit
+    return None

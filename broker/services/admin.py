@@ -74,5 +74,5 @@ class KeyAdminService:
         """Enable or disable a version; cached DEKs are dropped so the change applies at once."""
         key = self._key(caller, name)
         info = await key.backend.set_version_state(key.key_id, version, enabled=enabled)
-        self._deks.invalidate(key.name, decrypt_too=True)
+        self._deks.invalidate(key.name, decrypt_too=True, version=version)
         return info

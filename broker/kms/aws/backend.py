@@ -196,6 +196,8 @@ class AwsKmsBackend:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_pool_connections, thread_name_prefix="kms-aws"
         )
+        # Calls that can run at once; the resilience layer queues the rest outside the breaker.
+        self.max_concurrency: int | None = settings.max_pool_connections
         self._closed = False
         self._signing = AwsSigning(self._call)
 

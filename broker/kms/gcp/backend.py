@@ -191,6 +191,8 @@ class GcpKmsBackend:
         self._owns_client = client is None
         self._client = client if client is not None else _build_client(settings)
         self._executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="gcp-kms")
+        # Calls that can run at once; the resilience layer queues the rest outside the breaker.
+        self.max_concurrency: int | None = settings.max_workers
         self._rotate_lock = threading.Lock()
         self._last_key_id: str | None = None
 

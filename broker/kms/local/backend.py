@@ -103,6 +103,7 @@ class LocalBackend(LocalKeyOperations):
     """
 
     scheme = "local"
+    max_concurrency: int | None = None  # in-process: nothing to queue for
 
     def __init__(self, keyring: Keyring) -> None:
         """Serve the keys of an opened keyring."""

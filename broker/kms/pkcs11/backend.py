@@ -132,6 +132,9 @@ class Pkcs11Backend:
         errors = sdk().exceptions
         self._pool = SessionPool(lib, settings, settings.read_pin(), errors)
         self._executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="pkcs11")
+        # Every call holds the module lock, so one runs at a time whatever pool_size; the
+        # resilience layer queues the rest outside the breaker.
+        self.max_concurrency: int | None = 1
         self._current: dict[str, int] = {}
         self._rotate_lock = threading.Lock()
 

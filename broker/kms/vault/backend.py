@@ -104,6 +104,8 @@ class VaultTransitBackend:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_connections, thread_name_prefix="kms-vault"
         )
+        # Calls that can run at once; the resilience layer queues the rest outside the breaker.
+        self.max_concurrency: int | None = settings.max_connections
         self._traits: dict[str, KeyTraits] = {}
         self._closed = False
         api = (self._call, self._post, self._read_key, split_key_id)

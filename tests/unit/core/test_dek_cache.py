@@ -180,6 +180,90 @@ class TestDecryptCache:
         assert len(cache) <= 16
 
 
+class TestDecryptCacheStaleWindow:
+    """DecryptCache with stale_seconds: past TTL an entry is a miss, kept for get_stale."""
+
+    def _cache(self, clock, stale=30):
+        return DecryptCache(max_entries=4, ttl_seconds=10, clock=clock, stale_seconds=stale)
+
+    def test_past_ttl_is_a_miss_but_kept_for_get_stale(self):
+        """After the TTL, get misses yet leaves the key whole; get_stale returns and counts it."""
+        clock = FakeClock()
+        cache = self._cache(clock)
+        dk = _key()
+        cache.put(b"w", dk)
+        clock.now += 10
+        assert cache.get(b"w") is None
+        assert not _wiped(dk)
+        assert cache.get_stale(b"w") is dk
+        assert cache.stats() == CacheStats(hits=0, misses=1, evictions=0, stale=1)
+
+    def test_get_stale_within_ttl_is_a_hit(self):
+        """A key still within its TTL (put again by another caller) counts as a hit."""
+        cache = self._cache(FakeClock())
+        dk = _key()
+        cache.put(b"w", dk)
+        assert cache.get_stale(b"w") is dk
+        assert cache.stats() == CacheStats(hits=1, misses=0, evictions=0, stale=0)
+
+    @pytest.mark.parametrize("lookup", ["get", "get_stale"])
+    def test_past_the_window_the_key_is_wiped(self, lookup):
+        """At TTL + stale_seconds the entry is gone and its bytes overwritten."""
+        clock = FakeClock()
+        cache = self._cache(clock)
+        dk = _key()
+        cache.put(b"w", dk)
+        clock.now += 40
+        assert getattr(cache, lookup)(b"w") is None
+        assert _wiped(dk)
+        assert len(cache) == 0
+        assert cache.stats().evictions == 1
+
+    def test_zero_window_serves_nothing_stale(self):
+        """The default window is 0: past the TTL even get_stale finds nothing, and wipes."""
+        clock = FakeClock()
+        cache = DecryptCache(max_entries=4, ttl_seconds=10, clock=clock)
+        dk = _key()
+        cache.put(b"w", dk)
+        clock.now += 10
+        assert cache.get_stale(b"w") is None
+        assert _wiped(dk)
+
+    def test_purge_keeps_entries_within_the_window(self):
+        """purge_expired removes only entries past TTL + stale_seconds."""
+        clock = FakeClock()
+        cache = self._cache(clock)
+        old, recent = _key(), _key()
+        cache.put(b"old", old)
+        clock.now += 25
+        cache.put(b"recent", recent)
+        clock.now += 15
+        assert cache.purge_expired() == 1
+        assert _wiped(old)
+        assert cache.get_stale(b"recent") is recent
+
+    def test_rejects_a_negative_window(self):
+        """A negative stale window is refused, naming it."""
+        with pytest.raises(ValueError, match="stale_seconds"):
+            DecryptCache(max_entries=1, ttl_seconds=1, stale_seconds=-1)
+
+
+class TestDecryptCacheTags:
+    """DecryptCache.invalidate: entries dropped by tag, the rest left alone."""
+
+    def test_only_matching_tags_are_wiped(self):
+        """Invalidating one (key, version) tag wipes its entries and keeps every other."""
+        cache = DecryptCache(max_entries=8, ttl_seconds=60)
+        keys = {tag: _key() for tag in [("a", 1), ("a", 2), ("b", 1)]}
+        for (name, version), dk in keys.items():
+            cache.put(f"{name}{version}".encode(), dk, tag=(name, version))
+        assert cache.invalidate(lambda tag: tag == ("a", 1)) == 1
+        assert _wiped(keys["a", 1])
+        assert cache.get(b"a1") is None
+        assert cache.get(b"a2") is keys["a", 2]
+        assert cache.get(b"b1") is keys["b", 1]
+
+
 def _slot(clock, version=1):
     return EncryptSlot(data_key=_key(), prefix=b"prefix", key_version=version, created=clock())
 

@@ -14,6 +14,7 @@ from broker.errors import (
     KmsInvalidCiphertextError,
     KmsKeyNotFoundError,
     KmsUnavailableError,
+    ResourceExhaustedError,
 )
 from broker.kms.base import (
     BackendKey,
@@ -22,7 +23,7 @@ from broker.kms.base import (
     KmsBackend,
     WrappedKey,
 )
-from broker.kms.resilience import ResilienceSettings, ResilientBackend
+from broker.kms.resilience import BackendBusyError, ResilienceSettings, ResilientBackend
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -457,3 +458,125 @@ class TestWrapper:
         await backend.health()
         counters = backend.counters
         assert (counters.calls, counters.failures, counters.retries) == (2, 1, 1)
+
+
+class PooledBackend(FakeBackend):
+    """A backend with one connection (`max_concurrency = 1`) whose calls take real time."""
+
+    max_concurrency = 1
+
+    def __init__(self, seconds: float = 0.0, outcomes: list[BaseException | None] | None = None):
+        """Every call holds the connection `seconds` before its scripted outcome."""
+        super().__init__(outcomes)
+        self.seconds = seconds
+        self.started = 0
+
+    async def _next(self, *args: object) -> None:
+        self.started += 1
+        await asyncio.sleep(self.seconds)
+        await super()._next(*args)
+
+
+def pooled(inner: PooledBackend, **settings: Any) -> ResilientBackend:
+    """A wrapped pooled backend on the real clock."""
+    return ResilientBackend(inner, ResilienceSettings(**settings))
+
+
+class TestCallSlots:
+    """A backend declaring max_concurrency: its queue is the broker's, not a KMS failure."""
+
+    async def test_queued_past_the_deadline_is_busy_and_no_failure(self) -> None:
+        """Eight callers on one 0.2 s connection, 0.5 s deadline: two OK, the queue busy."""
+        inner = PooledBackend(0.2)
+        backend = pooled(inner, timeout=0.5, breaker_failures=1)
+        outcomes = await asyncio.gather(
+            *(backend.wrap("k", b"d", {}) for _ in range(8)), return_exceptions=True
+        )
+        kinds = [type(o).__name__ for o in outcomes]
+        assert kinds.count("WrappedKey") in {1, 2}, kinds
+        assert kinds.count("BackendBusyError") >= 4, kinds
+        assert set(kinds) <= {"WrappedKey", "BackendBusyError", "KmsUnavailableError"}
+        busy = next(o for o in outcomes if isinstance(o, BackendBusyError))
+        assert isinstance(busy, ResourceExhaustedError)
+        assert str(busy) == "key management backend busy; retry later"
+        await asyncio.sleep(0.3)  # the call whose caller timed out ends, and succeeds
+        assert backend.state == "closed"
+        assert backend.counters.failures == 0
+        assert backend.counters.rejected_busy == kinds.count("BackendBusyError")
+        assert inner.started == 8 - backend.counters.rejected_busy
+
+    async def test_a_call_outlives_its_caller_and_keeps_its_slot(self) -> None:
+        """A cancelled caller's call holds the connection until it ends; its success counts."""
+        inner = PooledBackend()
+        inner.block = asyncio.Event()
+        backend = pooled(inner, timeout=5.0, breaker_failures=1)
+        first = asyncio.create_task(backend.describe_key("k"))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(backend.describe_key("k"), timeout=0.1)
+        assert inner.started == 1, "the second caller waited for the connection"
+        inner.block.set()
+        await asyncio.sleep(0.01)
+        assert backend.state == "closed"
+        assert await backend.describe_key("k") == DESCRIBED
+        assert inner.started == 2
+
+    async def test_a_hung_call_is_one_failure_and_its_queue_none(self) -> None:
+        """The hung call fails at its deadline and opens the circuit; the queue never calls."""
+        inner = PooledBackend()
+        inner.block = asyncio.Event()
+        backend = pooled(inner, timeout=0.2, max_attempts=1, breaker_failures=1)
+        outcomes = await asyncio.gather(
+            *(backend.unwrap("k", 1, b"w", {}) for _ in range(4)), return_exceptions=True
+        )
+        assert str(outcomes[0]) == "key management service timed out; retry later"
+        for queued in outcomes[1:]:
+            assert isinstance(queued, (BackendBusyError, KmsUnavailableError)), queued
+            assert "timed out" not in str(queued)
+        assert (backend.counters.failures, backend.state, inner.started) == (1, "open", 1)
+
+    async def test_a_queued_call_gets_its_wait_back(self) -> None:
+        """Its caller gives up at 0.25 s, but a call queued 0.15 s may run to 0.4 s: no failure."""
+        inner = PooledBackend(0.15)
+        backend = pooled(inner, timeout=0.25, max_attempts=1, breaker_failures=1)
+        first, second = await asyncio.gather(
+            backend.wrap("k", b"d", {}), backend.wrap("k", b"d", {}), return_exceptions=True
+        )
+        assert first == WRAPPED
+        assert str(second) == "key management service timed out; retry later"
+        await asyncio.sleep(0.15)
+        assert (inner.calls, backend.counters.failures, backend.state) == (2, 0, "closed")
+
+    async def test_an_open_circuit_fails_fast_without_queueing(self) -> None:
+        """With the circuit open a call is refused at once, not queued for a connection."""
+        inner = PooledBackend(outcomes=[down()])
+        backend = pooled(inner, max_attempts=1, breaker_failures=1)
+        with pytest.raises(KmsUnavailableError):
+            await backend.health()
+        with pytest.raises(KmsUnavailableError, match="circuit open"):
+            await backend.health()
+        counters = backend.counters
+        assert (counters.rejected_open, counters.rejected_busy, inner.started) == (1, 0, 1)
+
+    async def test_close_cancels_calls_nobody_waits_for(self) -> None:
+        """Closing the wrapper ends the calls left running by callers that gave up."""
+        inner = PooledBackend()
+        inner.block = asyncio.Event()
+        backend = pooled(inner, timeout=0.1, max_attempts=1)
+        with pytest.raises(KmsUnavailableError, match="timed out"):
+            await backend.describe_key("k")
+        await backend.close()
+        assert inner.closed
+        assert not backend._in_flight
+
+    @pytest.mark.parametrize("declared", [None, 0, True])
+    async def test_no_positive_bound_means_no_queue(self, declared: object) -> None:
+        """Without a positive max_concurrency, calls go straight to the backend, as before."""
+        inner = PooledBackend(0.05)
+        inner.max_concurrency = declared  # type: ignore[assignment]
+        backend = pooled(inner, timeout=1.0)
+        await asyncio.gather(*(backend.wrap("k", b"d", {}) for _ in range(10)))
+        assert backend.counters.rejected_busy == 0

@@ -3,11 +3,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from structlog.testing import capture_logs
 from unit.services.fakes import resolved, settle
 
 from broker.core.context import canonical_context
 from broker.core.wire import FORMAT_V1, open_v1, parse_envelope, seal_v1
-from broker.errors import KmsUnavailableError
+from broker.errors import (
+    KeyStateError,
+    KmsInvalidCiphertextError,
+    KmsKeyNotFoundError,
+    KmsUnavailableError,
+)
 from broker.services.deks import DekLimits, DekProvider
 
 TENANT = {"tenant": "acme"}
@@ -229,3 +235,126 @@ class TestSingleFlight:
         fakes.kms.down = False
         await deks.for_decrypt(key, header, {})
         assert fakes.kms.calls["unwrap"] == 2
+
+
+class TestStaleWindow:
+    """decrypt_stale_seconds: a DEK past its TTL serves only while its KMS is unavailable."""
+
+    @pytest.fixture
+    def stale_deks(self, fakes):
+        """A provider with a 60 s TTL and a 300 s stale window."""
+        return provider(fakes, decrypt_ttl_seconds=60, decrypt_stale_seconds=300)
+
+    async def test_serves_the_stale_dek_when_the_kms_is_down(self, fakes, stale_deks, key):
+        """Past the TTL the KMS is asked first; when it is down the cached DEK still opens."""
+        header, body = await envelope(stale_deks, key, TENANT, b"payload")
+        await stale_deks.for_decrypt(key, header, TENANT)
+        fakes.clock.advance(61)
+        fakes.kms.down = True
+        dk = await stale_deks.for_decrypt(key, header, TENANT)
+        assert open_v1(dk, header, body, canonical_context(TENANT)) == b"payload"
+        assert fakes.kms.calls["unwrap"] == 2
+        assert stale_deks.stats().decrypt_stale == 1
+
+    async def test_kms_up_refreshes_instead(self, fakes, stale_deks, key):
+        """Past the TTL with the KMS up, the DEK is unwrapped again and nothing is stale."""
+        header, _ = await envelope(stale_deks, key)
+        await stale_deks.for_decrypt(key, header, {})
+        fakes.clock.advance(61)
+        await stale_deks.for_decrypt(key, header, {})
+        assert fakes.kms.calls["unwrap"] == 2
+        assert stale_deks.stats().decrypt_stale == 0
+
+    @pytest.mark.parametrize(
+        "error", [KmsInvalidCiphertextError, KmsKeyNotFoundError, KeyStateError]
+    )
+    async def test_an_answer_is_never_overridden(self, fakes, stale_deks, key, monkeypatch, error):
+        """Not found, invalid ciphertext or a disabled version stand, whatever is cached."""
+        header, _ = await envelope(stale_deks, key)
+        await stale_deks.for_decrypt(key, header, {})
+        fakes.clock.advance(61)
+
+        async def refuse(*_args):
+            raise error
+
+        monkeypatch.setattr(fakes.kms, "unwrap", refuse)
+        with pytest.raises(error):
+            await stale_deks.for_decrypt(key, header, {})
+        assert stale_deks.stats().decrypt_stale == 0
+
+    @pytest.mark.parametrize(
+        ("limits", "elapsed"),
+        [
+            pytest.param({"decrypt_ttl_seconds": 60}, 61, id="off-by-default"),
+            pytest.param(
+                {"decrypt_ttl_seconds": 60, "decrypt_stale_seconds": 300}, 360, id="window-over"
+            ),
+        ],
+    )
+    async def test_unavailable_stands_without_a_window(self, fakes, key, limits, elapsed):
+        """With no window, or once it has passed, the outage reaches the caller."""
+        deks = provider(fakes, **limits)
+        header, _ = await envelope(deks, key)
+        await deks.for_decrypt(key, header, {})
+        fakes.clock.advance(elapsed)
+        fakes.kms.down = True
+        with pytest.raises(KmsUnavailableError):
+            await deks.for_decrypt(key, header, {})
+
+    async def test_one_warning_per_outage(self, fakes, stale_deks, key):
+        """Many stale serves log one warning; the KMS answering ends the outage."""
+        header, _ = await envelope(stale_deks, key)
+        await stale_deks.for_decrypt(key, header, {})
+        fakes.clock.advance(61)
+        fakes.kms.down = True
+        with capture_logs() as logs:
+            for _ in range(5):
+                await stale_deks.for_decrypt(key, header, {})
+            fakes.kms.down = False
+            await stale_deks.for_decrypt(key, header, {})
+            fakes.clock.advance(61)
+            fakes.kms.down = True
+            await stale_deks.for_decrypt(key, header, {})
+        events = [(e["event"], e["log_level"]) for e in logs]
+        assert events == [
+            ("dek_cache_serving_stale", "warning"),
+            ("dek_cache_stale_ended", "info"),
+            ("dek_cache_serving_stale", "warning"),
+        ]
+        assert logs[1]["stale_served"] == 5
+        assert stale_deks.stats().decrypt_stale == 6
+
+
+class TestInvalidateDecryptSide:
+    """invalidate(decrypt_too=True) drops one key's DEKs, or one version's, and no other."""
+
+    async def _cached(self, deks, *keys):
+        """One envelope header per key, each DEK unwrapped once into the cache."""
+        headers = [(await envelope(deks, k))[0] for k in keys]
+        for k, header in zip(keys, headers, strict=True):
+            await deks.for_decrypt(k, header, {})
+        return headers
+
+    async def test_other_keys_stay_cached(self, fakes, deks, key):
+        """Dropping `default` leaves `payments` cached."""
+        other = resolved("payments", fakes.kms, "envelope")
+        mine, theirs = await self._cached(deks, key, other)
+        deks.invalidate("default", decrypt_too=True)
+        await deks.for_decrypt(other, theirs, {})
+        assert fakes.kms.calls["unwrap"] == 2
+        await deks.for_decrypt(key, mine, {})
+        assert fakes.kms.calls["unwrap"] == 3
+
+    async def test_a_named_version_drops_only_that_version(self, fakes, deks, key):
+        """Dropping version 1 of `default` keeps its version 2 and every other key cached."""
+        other = resolved("payments", fakes.kms, "envelope")
+        v1, theirs = await self._cached(deks, key, other)
+        await fakes.kms.rotate_key(key.key_id)
+        (v2,) = await self._cached(deks, key)
+        assert (v1.key_version, v2.key_version) == (1, 2)
+        deks.invalidate("default", decrypt_too=True, version=1)
+        for k, header in ((key, v2), (other, theirs)):
+            await deks.for_decrypt(k, header, {})
+        assert fakes.kms.calls["unwrap"] == 3
+        await deks.for_decrypt(key, v1, {})
+        assert fakes.kms.calls["unwrap"] == 4
