@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("healthcheck", help="exit 0 when the daemon is SERVING")
     health.add_argument("--socket", help="daemon socket (default: KEYBROKER_SOCKET)")
     health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument(
+        "--deep",
+        action="store_true",
+        help="one line per component (KMS backends, key store, services); exit 0 only when "
+        "all are SERVING",
+    )
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a configuration file")
@@ -89,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     socket = cli_ops.client_socket(args.socket)
     if args.command == "healthcheck":
-        return cli_ops.healthcheck(socket, args.timeout)
+        return cli_ops.healthcheck(socket, args.timeout, deep=args.deep)
     ctx = _context(args.context)
     if args.command == "encrypt":
         cli_ops.encrypt(
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         # Tools print their results on stdout; what they log (warnings) stays on stderr.
         from broker.daemon.logs import configure_logging  # noqa: PLC0415 - see _run
 
-        configure_logging("warning")
+        configure_logging("warning", cache=False)
     try:
         return _run(args)
     except (ConfigError, CliError, BrokerError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 
@@ -28,8 +28,20 @@ def drop_secrets(
     return event
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Configure structlog once at start for the daemon."""
+class _Stderr:
+    """sys.stderr as it is when a line is written, so a swapped stream is never held on to."""
+
+    def write(self, text: str) -> int:
+        """Write to the current stderr."""
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        """Flush the current stderr."""
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "info", fmt: str = "json", *, cache: bool = True) -> None:
+    """Configure structlog once at start: the daemon caches loggers; tools (cache=False) do not."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -47,6 +59,6 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _Stderr())),
+        cache_logger_on_first_use=cache,
     )
