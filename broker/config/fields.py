@@ -38,6 +38,11 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("audit", "checkpoint_seconds"): (0, 86_400),
     ("hashing", "max_concurrent"): (0, 256),
     ("hashing", "memory_budget_bytes"): (64 << 20, 1 << 40),
+    ("hashing", "max_share_per_caller"): (0.01, 1.0),
+    # hash-string maxima: at least the broker's own new hashes, at most what parsing accepts
+    ("hashing", "max_memory_kib"): (64 * 1024, 256 * 1024),
+    ("hashing", "max_time_cost"): (3, 10),
+    ("hashing", "max_parallelism"): (4, 16),
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("logging", "level"): ("debug", "info", "warning", "error"),

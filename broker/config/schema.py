@@ -105,6 +105,10 @@ class HashingConfig:
 
     max_concurrent: int = 0
     memory_budget_bytes: int = 256 << 20
+    max_share_per_caller: float = 0.5
+    max_memory_kib: int = 128 * 1024
+    max_time_cost: int = 6
+    max_parallelism: int = 8
 
 
 @dataclass(frozen=True, slots=True)

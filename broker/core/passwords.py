@@ -9,28 +9,26 @@ verifying costs. Parsing therefore accepts only argon2id version 19 with every p
 inside fixed bounds (at most 256 MiB, 10 passes, 16 lanes), so no string can make the
 broker allocate more.
 
-A peppered hash (services/hashing.py) hashes HMAC-SHA256(pepper key, password) instead of the
+A peppered hash (services/passwords.py) hashes HMAC-SHA256(pepper key, password) instead of the
 password, so a stolen hash database is useless without the broker's key.
 
-pyca/cryptography releases the GIL while Argon2 runs, but cryptography 50 sizes OpenSSL's
-shared thread pool to the CPU count and gives every derive min(lanes, CPUs) threads; two
-derives that overlap on a machine with 2 or more CPUs can each hold part of the pool while
-waiting for the rest, and never finish. Every derive here therefore takes a process-wide
-lock; one derive already uses up to 4 cores.
+Argon2id is computed by argon2-cffi (libargon2, the reference implementation). It releases
+the GIL for the whole derivation and keeps no shared state between calls, so derivations in
+different threads run at the same time; how many run at once is the caller's to bound
+(services/workpool.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Final
 
-from cryptography.exceptions import InvalidKey
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from argon2.low_level import Type, hash_secret_raw
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -60,7 +58,6 @@ _HASH_BOUNDS: Final = (16, 64)
 _INT = r"(0|[1-9][0-9]{0,9})"
 _B64 = r"([A-Za-z0-9+/]{11,88})"
 _PHC = re.compile(rf"\$argon2id\$v={_INT}\$m={_INT},t={_INT},p={_INT}\${_B64}\${_B64}")
-_ENGINE = threading.Lock()  # see the module docstring: overlapping derives can deadlock
 
 
 class PasswordInputError(ValueError):
@@ -115,13 +112,16 @@ def check_password(password: bytes) -> None:
         raise PasswordInputError(f"password is longer than {MAX_PASSWORD_BYTES} bytes")
 
 
-def _kdf(params: Argon2Params, salt: bytes, length: int) -> Argon2id:
-    return Argon2id(
-        salt=salt,
-        length=length,
-        iterations=params.time_cost,
-        lanes=params.parallelism,
+def _derive(password: bytes, params: Argon2Params, salt: bytes, length: int) -> bytes:
+    return hash_secret_raw(
+        password,
+        salt,
+        time_cost=params.time_cost,
         memory_cost=params.memory_kib,
+        parallelism=params.parallelism,
+        hash_len=length,
+        type=Type.ID,
+        version=_VERSION,
     )
 
 
@@ -151,8 +151,7 @@ def hash_password(password: bytes, params: Argon2Params = DEFAULT_PARAMS) -> str
     """Hash with a fresh random salt; returns the PHC string to store."""
     check_password(password)
     salt = os.urandom(params.salt_bytes)
-    with _ENGINE:
-        digest = _kdf(params, salt, params.hash_bytes).derive(password)
+    digest = _derive(password, params, salt, params.hash_bytes)
     return format_hash(PasswordHash(params, salt, digest))
 
 
@@ -182,12 +181,9 @@ def parse_hash(text: str) -> PasswordHash:
 def verify_password(password: bytes, parsed: PasswordHash) -> None:
     """Return silently when the password matches; raise PasswordMismatchError otherwise."""
     check_password(password)
-    kdf = _kdf(parsed.params, parsed.salt, len(parsed.digest))
-    try:
-        with _ENGINE:
-            kdf.verify(password, parsed.digest)
-    except InvalidKey:
-        raise PasswordMismatchError from None
+    digest = _derive(password, parsed.params, parsed.salt, len(parsed.digest))
+    if not hmac.compare_digest(digest, parsed.digest):
+        raise PasswordMismatchError
 
 
 def needs_rehash(parsed: PasswordHash, current: Argon2Params = DEFAULT_PARAMS) -> bool:

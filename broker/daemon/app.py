@@ -134,6 +134,7 @@ def _ensure_local(backend: LocalBackend, kc: KeyConfig, key_id: str) -> None:
 
 def build_app(cfg: Config) -> App:
     """Wire a configuration from validated_config (so already checked) into a daemon."""
+    metrics = serve_metrics(cfg.metrics.listen) if cfg.metrics.listen else None
     local_keys = LocalKeys(cfg)
     keys, backends = _resolve(cfg, local_keys)
     c = cfg.cache
@@ -171,8 +172,8 @@ def build_app(cfg: Config) -> App:
         max_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
         observer=security.observer,
     )
-    if cfg.metrics.listen:
-        metrics = serve_metrics(cfg.metrics.listen, BrokerCollector(server.metrics, deks, backends))
+    if metrics is not None:
+        metrics.register(BrokerCollector(server.metrics, deks, backends))
         metrics.register(security.collector())
         metrics.register(KeyStoreCollector(local_keys))
     return App(server, deks, backends, security, local_keys, cfg.keys)

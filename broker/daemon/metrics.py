@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from broker.errors import ConfigError
 from broker.kms.resilience import ResilientBackend
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
-
-    from prometheus_client.registry import Collector
 
     from broker.daemon.keystore import LocalKeys
     from broker.kms.base import KmsBackend
@@ -20,6 +19,8 @@ if TYPE_CHECKING:
     from broker.services.deks import DekProvider
 
 __all__ = ["BrokerCollector", "KeyStoreCollector", "serve_metrics"]
+
+_MAX_PORT = 65535
 
 
 class BrokerCollector:
@@ -109,10 +110,27 @@ class KeyStoreCollector:
         yield changes
 
 
-def serve_metrics(listen: str, collector: Collector) -> CollectorRegistry:
-    """Start the /metrics HTTP endpoint on HOST:PORT in a daemon thread."""
-    host, _, port = listen.rpartition(":")
+def serve_metrics(listen: str) -> CollectorRegistry:
+    """Bind /metrics on HOST:PORT (served by a daemon thread); register collectors on the result.
+
+    An address that cannot be bound (in use, not permitted, no such host) is a ConfigError
+    naming `metrics.listen`, so `serve` stops with one line and exit code 2.
+    """
+    host, port = _address(listen)
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(collector)
-    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        cause = exc.strerror or type(exc).__name__
+        raise ConfigError(f"metrics.listen: cannot listen on {listen}: {cause}") from None
     return registry
+
+
+def _address(listen: str) -> tuple[str, int]:
+    """HOST and PORT of HOST:PORT or [V6HOST]:PORT; an empty host means 127.0.0.1."""
+    host, _, port = listen.rpartition(":")
+    if not (port.isascii() and port.isdigit() and int(port) <= _MAX_PORT):
+        raise ConfigError(
+            f"metrics.listen: expected HOST:PORT with a port 0..65535 (got {listen!r})"
+        )
+    return host.strip("[]") or "127.0.0.1", int(port)

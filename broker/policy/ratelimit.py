@@ -2,6 +2,8 @@
 
 State lives here, time comes from an injected monotonic clock, so tests drive it exactly.
 An operation takes one token from every bucket that applies, or from none when any is empty.
+Only operations the policy allowed are counted (rpc/audit_calls.py asks after the decision),
+so denied attempts never drain a caller's buckets.
 """
 
 from __future__ import annotations

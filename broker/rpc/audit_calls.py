@@ -209,7 +209,12 @@ class CallAuditor:
 
 
 class PolicyAuthorizer:
-    """Authorizer over the policy in force: decide, note the decision, apply rate limits."""
+    """Authorizer over the policy in force: decide, note the decision, apply rate limits.
+
+    Only an allowed operation takes rate-limit tokens: a denied one is PERMISSION_DENIED
+    whatever its buckets hold, so denials neither drain a caller's budget nor hide behind
+    RESOURCE_EXHAUSTED.
+    """
 
     def __init__(
         self, policy: PolicyHolder, limiter: RateLimiter, counters: SecurityCounters
@@ -227,6 +232,9 @@ class PolicyAuthorizer:
         decision = decide(policy, caller, key, operation, context)
         call = _CURRENT.get()
         note = call.note(key, operation, decision) if call is not None else None
+        if not decision.allowed:
+            self.counters.denied += 1
+            raise PermissionDeniedError
         limited = self._limiter.take(policy, caller, key)
         if limited is not None:
             self.counters.rate_limited += 1
@@ -234,7 +242,4 @@ class PolicyAuthorizer:
                 note.code, note.limit_id = "RESOURCE_EXHAUSTED", limited.limit_id
                 call.retry_after_ms = max(call.retry_after_ms, limited.retry_after_ms)
             raise RateLimitedError(limited.retry_after_ms)
-        if not decision.allowed:
-            self.counters.denied += 1
-            raise PermissionDeniedError
         self.counters.allowed += 1

@@ -112,6 +112,7 @@ class KeyDerivationService:
             raise InvalidRequestError(str(exc)) from None
         self._ops.authorize(caller, "derive")
         derived = await self._pool.run(
+            caller,
             _PBKDF2_MEMORY,
             lambda: kdf.pbkdf2_sha256(password, salt=salt, iterations=iterations, length=length),
         )

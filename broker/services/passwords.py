@@ -4,13 +4,15 @@ A peppered hash hashes HMAC-SHA256(pepper key, password) instead of the password
 use the pepper key's current version; verification tries the current version, then up to
 three older enabled ones (newest first), and reports `needs_rehash` when an older one
 matched, so hashes move to the new version as users log in. Every Argon2id run goes through
-the work pool: over the memory budget is ResourceExhaustedError at once.
+the work pool: over the memory budget, or over the caller's share of it, is
+ResourceExhaustedError at once. A stored hash string whose costs exceed the configured maxima
+is InvalidRequestError before any work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from broker.core import passwords
 from broker.errors import InvalidRequestError, VerificationFailedError, WrongKeyPurposeError
@@ -22,10 +24,22 @@ if TYPE_CHECKING:
     from broker.services.operations import Operations
     from broker.services.workpool import WorkPool
 
-__all__ = ["PasswordChecked", "PasswordHashed", "PasswordService"]
+__all__ = ["DEFAULT_COSTS", "HashCosts", "PasswordChecked", "PasswordHashed", "PasswordService"]
 
 _OPERATION = "hash_password"
 _PEPPER_VERSIONS = 4  # the current version and up to three older enabled ones
+
+
+@dataclass(frozen=True, slots=True)
+class HashCosts:
+    """`[hashing]` maxima of a stored hash string's costs; the defaults admit twice the seed's."""
+
+    max_memory_kib: int = 128 * 1024
+    max_time_cost: int = 6
+    max_parallelism: int = 8
+
+
+DEFAULT_COSTS: Final = HashCosts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +76,19 @@ def _parse(hash_string: str) -> passwords.PasswordHash:
         raise InvalidRequestError(str(exc)) from None
 
 
+def _check_costs(params: passwords.Argon2Params, costs: HashCosts) -> None:
+    """Refuse a hash string costlier than configured, naming the setting, before any work."""
+    for label, value, limit, setting in (
+        ("m (memory, KiB)", params.memory_kib, costs.max_memory_kib, "max_memory_kib"),
+        ("t (passes)", params.time_cost, costs.max_time_cost, "max_time_cost"),
+        ("p (lanes)", params.parallelism, costs.max_parallelism, "max_parallelism"),
+    ):
+        if value > limit:
+            raise InvalidRequestError(
+                f"hash asks for {label} {value}; at most {limit} is accepted (hashing.{setting})"
+            )
+
+
 def _pepperer(key: ResolvedKey) -> MacBackend:
     if not isinstance(key.backend, MacBackend):
         raise WrongKeyPurposeError("this key's backend cannot compute a pepper")
@@ -71,10 +98,11 @@ def _pepperer(key: ResolvedKey) -> MacBackend:
 class PasswordService:
     """Hashes and verifies passwords for authorized callers, within the work pool's budget."""
 
-    def __init__(self, ops: Operations, pool: WorkPool) -> None:
-        """Use the shared plumbing and the bounded pool that runs Argon2id."""
+    def __init__(self, ops: Operations, pool: WorkPool, costs: HashCosts = DEFAULT_COSTS) -> None:
+        """Use the shared plumbing, the bounded pool that runs Argon2id and the cost maxima."""
         self._ops = ops
         self._pool = pool
+        self._costs = costs
 
     def _pepper_key(self, caller: Caller, name: str) -> ResolvedKey | None:
         """Authorize (on the pepper key when one is named) and resolve it."""
@@ -95,7 +123,7 @@ class PasswordService:
             peppered = await _pepperer(key).mac(key.key_id, secret)
             secret, name, version = peppered.mac, key.name, peppered.key_version
         memory = passwords.DEFAULT_PARAMS.memory_bytes
-        text = await self._pool.run(memory, lambda: passwords.hash_password(secret))
+        text = await self._pool.run(caller, memory, lambda: passwords.hash_password(secret))
         return PasswordHashed(text, name, version)
 
     async def verify(
@@ -110,9 +138,11 @@ class PasswordService:
     ) -> PasswordChecked:
         secret = _secret(password)
         parsed = _parse(hash_string)
+        _check_costs(parsed.params, self._costs)
         key = self._pepper_key(caller, pepper_key)
         candidates = [(secret, 0)] if key is None else await self._peppered(key, secret)
-        index = await self._pool.run(parsed.params.memory_bytes, lambda: _first(candidates, parsed))
+        memory = parsed.params.memory_bytes
+        index = await self._pool.run(caller, memory, lambda: _first(candidates, parsed))
         if index is None:
             raise VerificationFailedError
         stale = index > 0 or passwords.needs_rehash(parsed)

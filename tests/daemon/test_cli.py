@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -108,6 +109,26 @@ class TestCli:
         assert lines[0] == [ln for ln in lines[1] if ln.startswith("keybroker:")]
         assert len(lines[0]) == 1
         assert lines[0][0].startswith(line)
+
+    @pytest.mark.parametrize(
+        ("host", "cause"),
+        [("127.0.0.1", "Address already in use"), ("192.0.2.1", "Cannot assign requested")],
+        ids=["in-use", "not-this-host"],
+    )
+    def test_metrics_address_that_cannot_be_bound(self, tmp_path, host, cause):
+        """`serve` exits 2 with one line naming metrics.listen, before any socket is bound."""
+        state = tmp_path / "s"
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            listen = f"{host}:{taken.getsockname()[1]}"
+            env = {"KEYBROKER_METRICS_LISTEN": listen}
+            result = _kb("serve", "--dev", "--state-dir", str(state), env=env)
+        assert result.returncode == 2, result.stderr
+        lines = [ln for ln in result.stderr.decode().splitlines() if not ln.startswith("{")]
+        assert len(lines) == 1, lines  # the JSON log records aside, one line and no traceback
+        assert lines[0].startswith(f"keybroker: metrics.listen: cannot listen on {listen}: {cause}")
+        assert not (state / "keybroker.sock").exists()
 
 
 # The seed README's example .env files, as it shows them.

@@ -173,6 +173,28 @@ class TestRateLimit:
         ops = [r for r in tenants.records() if r["event"] == "op"][-5:]
         assert sum(r.get("limit_id") == "b-slow" for r in ops) == 2
 
+    def test_denied_calls_take_no_tokens(self, tenants):
+        """Tenant b's denials stay PERMISSION_DENIED past its burst and leave its tokens whole."""
+        b = _stub(tenants, "b")
+        foreign = pb.EncryptRequest(key="pii", plaintext=b"x", context={"tenant": "a"})
+        own = pb.EncryptRequest(key="pii", plaintext=b"x", context={"tenant": "b"})
+        denied, ok = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OK
+        assert [_code(lambda: b.Encrypt(foreign)) for _ in range(5)] == [denied] * 5
+        assert [_code(lambda: b.Encrypt(own)) for _ in range(3)] == [ok] * 3
+        with pytest.raises(grpc.RpcError) as info:
+            b.Encrypt(foreign)
+        assert info.value.code() == denied
+        assert info.value.details() == "permission denied"
+        assert "retry-after-ms" not in dict(info.value.trailing_metadata())
+        assert _code(lambda: b.Encrypt(own)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        ops = [r for r in tenants.records() if r["event"] == "op"][-10:]
+        assert [(r["decision"], r["code"], r.get("limit_id")) for r in ops] == [
+            *[("deny", "PERMISSION_DENIED", None)] * 5,
+            *[("allow", "OK", None)] * 3,
+            ("deny", "PERMISSION_DENIED", None),
+            ("allow", "RESOURCE_EXHAUSTED", "b-slow"),
+        ]
+
 
 class TestReload:
     """A changed policy applies without restart; an invalid one is refused, the old one stays."""

@@ -27,12 +27,30 @@ class TestHashingSection:
         env = {"KEYBROKER_HASHING_MEMORY_BUDGET_BYTES": str(1 << 30)}
         assert load_config(path, env=env).hashing.memory_budget_bytes == 1 << 30
 
+    def test_share_and_cost_maxima(self, tmp_path):
+        """The caller share and the hash-string cost maxima, from the file."""
+        path = tmp_path / "k.toml"
+        path.write_text(
+            KEY + "[hashing]\nmax_share_per_caller = 1\nmax_memory_kib = 262144\n"
+            "max_time_cost = 10\nmax_parallelism = 16\n"
+        )
+        assert load_config(path, env={}).hashing == HashingConfig(
+            max_share_per_caller=1.0, max_memory_kib=262144, max_time_cost=10, max_parallelism=16
+        )
+
     @pytest.mark.parametrize(
         ("line", "message"),
         [
             ("memory_budget_bytes = 1048576", "hashing.memory_budget_bytes: must be between"),
             ("max_concurrent = 1000", "hashing.max_concurrent: must be between 0 and 256"),
             ("threads = 4", "hashing.threads: unknown setting"),
+            (
+                "max_share_per_caller = 0",
+                "hashing.max_share_per_caller: must be between 0.01 and 1",
+            ),
+            ("max_memory_kib = 32768", "hashing.max_memory_kib: must be between 65536 and 262144"),
+            ("max_time_cost = 2", "hashing.max_time_cost: must be between 3 and 10"),
+            ("max_parallelism = 17", "hashing.max_parallelism: must be between 4 and 16"),
         ],
     )
     def test_errors_name_the_field(self, tmp_path, line, message):

@@ -1,4 +1,5 @@
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import argon2
@@ -19,6 +20,7 @@ from broker.core.passwords import (
 
 PHC = re.compile(r"^\$argon2id\$v=19\$m=65536,t=3,p=4\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$")
 CHEAP = Argon2Params(time_cost=1, memory_kib=64, parallelism=1)
+PHC_CHEAP = re.compile(r"^\$argon2id\$v=19\$m=64,t=1,p=1\$")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,17 @@ class TestVerifyPassword:
             futures = [pool.submit(verify_password, b"correct horse", parsed) for _ in range(6)]
             for future in futures:
                 future.result(timeout=60)
+
+    def test_runs_do_not_wait_for_each_other(self):
+        """A cheap hash in one thread finishes while a costly one still runs in another."""
+        costly = Argon2Params(time_cost=6, memory_kib=128 * 1024, parallelism=1)
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(hash_password, b"pw", costly)
+            time.sleep(0.05)  # the costly run starts first
+            fast = pool.submit(hash_password, b"pw", CHEAP)
+            assert PHC_CHEAP.match(fast.result(timeout=60))
+            assert not slow.done()
+            slow.result(timeout=60)
 
 
 class TestParseHash:

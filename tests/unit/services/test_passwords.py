@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import re
+import threading
+
 import pytest
 from unit.services.fakes import CALLER, Decision
 
@@ -7,10 +11,12 @@ from broker.core import passwords
 from broker.errors import (
     InvalidRequestError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     VerificationFailedError,
     WrongKeyPurposeError,
 )
-from broker.services.passwords import PasswordChecked, PasswordService
+from broker.policy.authorizer import Caller
+from broker.services.passwords import HashCosts, PasswordChecked, PasswordService
 from broker.services.workpool import WorkLimits, WorkPool
 
 # Weaker than the defaults, so hashes made with it are fast to check (and flagged for rehash).
@@ -90,4 +96,55 @@ class TestPasswordService:
             with pytest.raises(InvalidRequestError, match=r"hashing\.memory_budget_bytes"):
                 await PasswordService(ops, pool).hash(CALLER, "pw")
         finally:
+            pool.close()
+
+
+class TestCostsAndShares:
+    """Stored hash strings are bounded by [hashing] maxima; callers by their pool share."""
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            ("m=131073,t=6,p=8", "m (memory, KiB) 131073; at most 131072 is accepted"),
+            ("m=65536,t=7,p=4", "t (passes) 7; at most 6 is accepted (hashing.max_time_cost)"),
+            ("m=65536,t=3,p=9", "p (lanes) 9; at most 8 is accepted (hashing.max_parallelism)"),
+        ],
+        ids=["memory", "time", "lanes"],
+    )
+    async def test_over_cost_hash_is_refused_before_any_work(
+        self, service, pool, fakes, params, message
+    ):
+        """A hash string over a default maximum is InvalidRequest naming it; nothing runs."""
+        stored = f"$argon2id$v=19${params}$c2FsdHNhbHRzYWx0c2FsdA${'A' * 43}"
+        with pytest.raises(InvalidRequestError, match=re.escape(message)):
+            await service.verify(CALLER, "pw", stored)
+        assert fakes.authz.decisions == []
+        assert pool.in_use() == (0, 0)
+
+    async def test_configured_maxima(self, ops, pool):
+        """Lower maxima refuse what the defaults admit, naming the setting; the rest verifies."""
+        costs = HashCosts(max_memory_kib=1024, max_time_cost=1, max_parallelism=1)
+        service = PasswordService(ops, pool, costs)
+        for params, setting in (((1, 2048, 1), "max_memory_kib"), ((2, 64, 1), "max_time_cost")):
+            stored = passwords.hash_password(b"pw", passwords.Argon2Params(*params))
+            with pytest.raises(InvalidRequestError, match=rf"hashing\.{setting}"):
+                await service.verify(CALLER, "pw", stored)
+        assert await service.verify(CALLER, "pw", passwords.hash_password(b"pw", CHEAP))
+
+    async def test_the_pool_share_is_per_caller(self, ops):
+        """A caller holding its share is refused; another caller is served meanwhile."""
+        pool = WorkPool(WorkLimits(max_share_per_caller=0.25))
+        gate = threading.Event()
+        try:
+            held = asyncio.create_task(pool.run(CALLER, 64 << 20, lambda: gate.wait(10)))
+            await asyncio.sleep(0)
+            service = PasswordService(ops, pool)
+            with pytest.raises(ResourceExhaustedError, match=r"hashing\.max_share_per_caller"):
+                await service.hash(CALLER, "pw")
+            other = Caller(kind="unix", name="other-app")
+            assert (await service.hash(other, "pw")).hash.startswith("$argon2id$")
+            gate.set()
+            await held
+        finally:
+            gate.set()
             pool.close()
