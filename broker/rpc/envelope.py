@@ -12,6 +12,7 @@ from broker.rpc.gen import envelope_pb2_grpc
 from broker.rpc.items import item_results, only
 from broker.rpc.spec import ServicerSpec, service_name
 from broker.services.envelope import DecryptItem, EncryptItem, RewrapItem
+from broker.services.seed import SeedItem
 from broker.services.streams import DecryptStreamSession, EncryptStreamSession
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from broker.policy.authorizer import Caller
     from broker.rpc.calls import IdentityResolver
     from broker.rpc.metrics import RpcMetrics
-    from broker.services.envelope import EnvelopeService, Opened, Sealed
+    from broker.services.envelope import EnvelopeService, Opened, Sealed, SeedOpened
 
 __all__ = ["EnvelopeServicer", "envelope_spec"]
 
@@ -37,6 +38,19 @@ def _dec(r: pb.DecryptRequest) -> DecryptItem:
 
 def _rew(r: pb.RewrapRequest) -> RewrapItem:
     return RewrapItem(r.ciphertext, dict(r.context), r.destination_key)
+
+
+def _seed(r: pb.OpenSeedEnvelopeRequest) -> SeedItem:
+    return SeedItem(r.envelope, r.key, r.reseal_key, dict(r.context))
+
+
+def _seed_opened(o: SeedOpened) -> pb.OpenSeedEnvelopeResponse:
+    s = o.resealed
+    if s is None:
+        return pb.OpenSeedEnvelopeResponse(plaintext=o.plaintext)
+    return pb.OpenSeedEnvelopeResponse(
+        ciphertext=s.ciphertext, key=s.key, key_version=s.key_version
+    )
 
 
 def _sealed(s: Sealed) -> pb.EncryptResponse:
@@ -135,6 +149,13 @@ class EnvelopeServicer(ServicerBase, envelope_pb2_grpc.EnvelopeServiceServicer):
             max_messages=g.max_messages,
             max_bytes=g.max_bytes,
         )
+
+    @unary("OpenSeedEnvelope")
+    async def OpenSeedEnvelope(  # noqa: N802
+        self, request: pb.OpenSeedEnvelopeRequest, caller: Caller
+    ) -> pb.OpenSeedEnvelopeResponse:
+        """Open one envelope ecl_crypto_utility sealed, resealed here if asked (a batch of one)."""
+        return _seed_opened(only(await self._svc.open_seed(caller, [_seed(request)])))
 
     @streaming("EncryptStream")
     async def EncryptStream(  # noqa: N802

@@ -38,6 +38,7 @@ from broker.errors import (
 )
 from broker.services.audit import NO_AUDIT
 from broker.services.keys import check_key_name
+from broker.services.seed import SeedItem, open_seed_envelope, seed_keys
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,6 +58,7 @@ __all__ = [
     "Opened",
     "RewrapItem",
     "Sealed",
+    "SeedOpened",
 ]
 
 
@@ -127,6 +129,16 @@ class Opened:
     plaintext: bytes
     key: str
     key_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeedOpened:
+    """A seed envelope opened by `key` (version 0: the KMS): its plaintext, or resealed."""
+
+    key: str
+    key_version: int
+    plaintext: bytes = field(default=b"", repr=False)
+    resealed: Sealed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +313,27 @@ class EnvelopeService:
         target = item.destination_key or opened.key
         again = EncryptItem(target, opened.plaintext, context, header.stored_context is not None)
         return await self._encrypt_one(caller, again, "rewrap")
+
+    async def open_seed(
+        self, caller: Caller, items: Sequence[SeedItem]
+    ) -> list[SeedOpened | BrokerError]:
+        """Open envelopes ecl_crypto_utility sealed under a KMS key; reseal them if asked."""
+        return await self._batch("decrypt", items, lambda i: self._open_seed_one(caller, i))
+
+    async def _open_seed_one(self, caller: Caller, item: SeedItem) -> SeedOpened:
+        """Authorize both keys first; reseal through the encrypt slots, like Encrypt."""
+        canonical = _canonical(item.context)
+        limit = self._limits.max_plaintext_bytes
+        key, target = seed_keys(caller, item, self._authz, self._keys, limit)
+        plaintext = await open_seed_envelope(key, item.envelope, limit)
+        if target is None:
+            return SeedOpened(key.name, 0, plaintext)
+        self._check_size(plaintext)
+        slot = await self._deks.for_encrypt(
+            target, item.context, canonical, store=False, nbytes=len(plaintext)
+        )
+        envelope = seal_v1(slot.data_key, slot.prefix, plaintext, canonical)
+        return SeedOpened(key.name, 0, resealed=Sealed(envelope, target.name, slot.key_version))
 
     async def generate_data_key(
         self, caller: Caller, key: str, context: Mapping[str, str]

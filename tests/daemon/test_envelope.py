@@ -289,3 +289,37 @@ class TestOtherOperations:
             )
         fresh = daemon.envelope.Encrypt(pb.EncryptRequest(key="default", plaintext=b"q"))
         assert fresh.key_version == rotated.current_version
+
+
+class TestOpenSeedEnvelope:
+    """OpenSeedEnvelope on a dev daemon, whose keys are all local (the KMS paths: compat tests)."""
+
+    def _error(self, daemon, **fields) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as info:
+            daemon.envelope.OpenSeedEnvelope(pb.OpenSeedEnvelopeRequest(**fields))
+        return info.value
+
+    def test_local_key_is_refused(self, daemon):
+        """A local:// key is FAILED_PRECONDITION: the application opens those with its key."""
+        err = self._error(daemon, envelope=b"e30=", key="default")
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _reason(err) == "KEY_STATE"
+        assert "master key" in err.details()
+
+    def test_oversize_envelope(self, daemon):
+        """One byte over server.max_plaintext_bytes + 65536 is refused, naming the limit."""
+        limit = 4 * MiB + 65536
+        err = self._error(daemon, envelope=bytes(limit + 1), key="default")
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert str(limit) in err.details()
+
+    def test_unknown_key(self, daemon):
+        """A key the daemon does not serve is NOT_FOUND (this caller may use every key)."""
+        err = self._error(daemon, envelope=b"e30=", key="nope")
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+
+    def test_context_needs_reseal_key(self, daemon):
+        """A context without reseal_key is INVALID_ARGUMENT."""
+        err = self._error(daemon, envelope=b"e30=", key="default", context={"t": "1"})
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "reseal_key" in err.details()

@@ -94,6 +94,11 @@ class EnvelopeServiceStub:
                 request_serializer=keybroker_dot_v1_dot_envelope__pb2.LeaseDataKeyRequest.SerializeToString,
                 response_deserializer=keybroker_dot_v1_dot_envelope__pb2.LeaseDataKeyResponse.FromString,
                 _registered_method=True)
+        self.OpenSeedEnvelope = channel.unary_unary(
+                '/keybroker.v1.EnvelopeService/OpenSeedEnvelope',
+                request_serializer=keybroker_dot_v1_dot_envelope__pb2.OpenSeedEnvelopeRequest.SerializeToString,
+                response_deserializer=keybroker_dot_v1_dot_envelope__pb2.OpenSeedEnvelopeResponse.FromString,
+                _registered_method=True)
 
 
 class EnvelopeServiceServicer:
@@ -185,6 +190,19 @@ class EnvelopeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenSeedEnvelope(self, request, context):
+        """OpenSeedEnvelope opens an envelope that ecl_crypto_utility sealed with its AWS KMS,
+        Cloud KMS or Vault transit backend: the DEK is unwrapped by the backend key of `key`
+        and never returned. It answers with the plaintext or, given reseal_key, with the
+        plaintext sealed under reseal_key as Encrypt would (the plaintext stays in the
+        broker). Any failure to open the envelope is INVALID_ARGUMENT with the fixed
+        message; a key that is not an AWS KMS, Cloud KMS or Vault transit key (local://
+        included: the application opens those with its master key) is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnvelopeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +255,11 @@ def add_EnvelopeServiceServicer_to_server(servicer, server):
                     servicer.LeaseDataKey,
                     request_deserializer=keybroker_dot_v1_dot_envelope__pb2.LeaseDataKeyRequest.FromString,
                     response_serializer=keybroker_dot_v1_dot_envelope__pb2.LeaseDataKeyResponse.SerializeToString,
+            ),
+            'OpenSeedEnvelope': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenSeedEnvelope,
+                    request_deserializer=keybroker_dot_v1_dot_envelope__pb2.OpenSeedEnvelopeRequest.FromString,
+                    response_serializer=keybroker_dot_v1_dot_envelope__pb2.OpenSeedEnvelopeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -518,6 +541,33 @@ class EnvelopeService:
             '/keybroker.v1.EnvelopeService/LeaseDataKey',
             keybroker_dot_v1_dot_envelope__pb2.LeaseDataKeyRequest.SerializeToString,
             keybroker_dot_v1_dot_envelope__pb2.LeaseDataKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenSeedEnvelope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keybroker.v1.EnvelopeService/OpenSeedEnvelope',
+            keybroker_dot_v1_dot_envelope__pb2.OpenSeedEnvelopeRequest.SerializeToString,
+            keybroker_dot_v1_dot_envelope__pb2.OpenSeedEnvelopeResponse.FromString,
             options,
             channel_credentials,
             insecure,

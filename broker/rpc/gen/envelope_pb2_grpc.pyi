@@ -74,6 +74,15 @@ class EnvelopeServiceStub:
     """LeaseDataKey hands the caller a derived data key and a header so that it can seal
     envelopes locally, within the returned limits. The broker decrypts them as usual.
     """
+    OpenSeedEnvelope: _grpc.UnaryUnaryMultiCallable[_envelope_pb2.OpenSeedEnvelopeRequest, _envelope_pb2.OpenSeedEnvelopeResponse]
+    """OpenSeedEnvelope opens an envelope that ecl_crypto_utility sealed with its AWS KMS,
+    Cloud KMS or Vault transit backend: the DEK is unwrapped by the backend key of `key`
+    and never returned. It answers with the plaintext or, given reseal_key, with the
+    plaintext sealed under reseal_key as Encrypt would (the plaintext stays in the
+    broker). Any failure to open the envelope is INVALID_ARGUMENT with the fixed
+    message; a key that is not an AWS KMS, Cloud KMS or Vault transit key (local://
+    included: the application opens those with its master key) is FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class EnvelopeServiceAsyncStub(EnvelopeServiceStub):
@@ -119,6 +128,15 @@ class EnvelopeServiceAsyncStub(EnvelopeServiceStub):
     LeaseDataKey: _aio.UnaryUnaryMultiCallable[_envelope_pb2.LeaseDataKeyRequest, _envelope_pb2.LeaseDataKeyResponse]  # type: ignore[assignment]
     """LeaseDataKey hands the caller a derived data key and a header so that it can seal
     envelopes locally, within the returned limits. The broker decrypts them as usual.
+    """
+    OpenSeedEnvelope: _aio.UnaryUnaryMultiCallable[_envelope_pb2.OpenSeedEnvelopeRequest, _envelope_pb2.OpenSeedEnvelopeResponse]  # type: ignore[assignment]
+    """OpenSeedEnvelope opens an envelope that ecl_crypto_utility sealed with its AWS KMS,
+    Cloud KMS or Vault transit backend: the DEK is unwrapped by the backend key of `key`
+    and never returned. It answers with the plaintext or, given reseal_key, with the
+    plaintext sealed under reseal_key as Encrypt would (the plaintext stays in the
+    broker). Any failure to open the envelope is INVALID_ARGUMENT with the fixed
+    message; a key that is not an AWS KMS, Cloud KMS or Vault transit key (local://
+    included: the application opens those with its master key) is FAILED_PRECONDITION.
     """
 
 class EnvelopeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -222,6 +240,21 @@ class EnvelopeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_envelope_pb2.LeaseDataKeyResponse, _abc.Awaitable[_envelope_pb2.LeaseDataKeyResponse]]:
         """LeaseDataKey hands the caller a derived data key and a header so that it can seal
         envelopes locally, within the returned limits. The broker decrypts them as usual.
+        """
+
+    @_abc_1.abstractmethod
+    def OpenSeedEnvelope(
+        self,
+        request: _envelope_pb2.OpenSeedEnvelopeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_envelope_pb2.OpenSeedEnvelopeResponse, _abc.Awaitable[_envelope_pb2.OpenSeedEnvelopeResponse]]:
+        """OpenSeedEnvelope opens an envelope that ecl_crypto_utility sealed with its AWS KMS,
+        Cloud KMS or Vault transit backend: the DEK is unwrapped by the backend key of `key`
+        and never returned. It answers with the plaintext or, given reseal_key, with the
+        plaintext sealed under reseal_key as Encrypt would (the plaintext stays in the
+        broker). Any failure to open the envelope is INVALID_ARGUMENT with the fixed
+        message; a key that is not an AWS KMS, Cloud KMS or Vault transit key (local://
+        included: the application opens those with its master key) is FAILED_PRECONDITION.
         """
 
 def add_EnvelopeServiceServicer_to_server(servicer: EnvelopeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1567,6 +1567,156 @@ func (x *LeaseDataKeyResponse) GetMaxBytes() uint64 {
 	return 0
 }
 
+// OpenSeedEnvelopeRequest carries an envelope ecl_crypto_utility stored and the logical
+// key whose backend key wrapped its DEK. The caller needs `decrypt` on key and, to
+// reseal, `encrypt` on reseal_key (with context).
+type OpenSeedEnvelopeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The envelope as ecl_crypto_utility stored it: the ASCII bytes of its base64 text.
+	// At most server.max_plaintext_bytes + 65536 bytes.
+	Envelope []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// Logical key serving the KMS key that wrapped the envelope's DEK. The envelope's own
+	// key_id never chooses the key.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Logical key to reseal the plaintext under; empty: answer with the plaintext.
+	ResealKey string `protobuf:"bytes,3,opt,name=reseal_key,json=resealKey,proto3" json:"reseal_key,omitempty"`
+	// Encryption context of the resealed envelope; only together with reseal_key.
+	Context       map[string]string `protobuf:"bytes,4,rep,name=context,proto3" json:"context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSeedEnvelopeRequest) Reset() {
+	*x = OpenSeedEnvelopeRequest{}
+	mi := &file_keybroker_v1_envelope_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSeedEnvelopeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSeedEnvelopeRequest) ProtoMessage() {}
+
+func (x *OpenSeedEnvelopeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keybroker_v1_envelope_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSeedEnvelopeRequest.ProtoReflect.Descriptor instead.
+func (*OpenSeedEnvelopeRequest) Descriptor() ([]byte, []int) {
+	return file_keybroker_v1_envelope_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *OpenSeedEnvelopeRequest) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *OpenSeedEnvelopeRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *OpenSeedEnvelopeRequest) GetResealKey() string {
+	if x != nil {
+		return x.ResealKey
+	}
+	return ""
+}
+
+func (x *OpenSeedEnvelopeRequest) GetContext() map[string]string {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+// OpenSeedEnvelopeResponse carries the plaintext, or the envelope that now holds it.
+type OpenSeedEnvelopeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plaintext; empty when reseal_key was given.
+	Plaintext []byte `protobuf:"bytes,1,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
+	// The broker envelope under reseal_key; empty when no reseal_key was given.
+	Ciphertext []byte `protobuf:"bytes,2,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	// reseal_key, when given.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// The version of reseal_key that sealed ciphertext; 0 when no reseal_key was given.
+	KeyVersion    uint32 `protobuf:"varint,4,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSeedEnvelopeResponse) Reset() {
+	*x = OpenSeedEnvelopeResponse{}
+	mi := &file_keybroker_v1_envelope_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSeedEnvelopeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSeedEnvelopeResponse) ProtoMessage() {}
+
+func (x *OpenSeedEnvelopeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keybroker_v1_envelope_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSeedEnvelopeResponse.ProtoReflect.Descriptor instead.
+func (*OpenSeedEnvelopeResponse) Descriptor() ([]byte, []int) {
+	return file_keybroker_v1_envelope_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *OpenSeedEnvelopeResponse) GetPlaintext() []byte {
+	if x != nil {
+		return x.Plaintext
+	}
+	return nil
+}
+
+func (x *OpenSeedEnvelopeResponse) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *OpenSeedEnvelopeResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *OpenSeedEnvelopeResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
 var File_keybroker_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_keybroker_v1_envelope_proto_rawDesc = "" +
@@ -1696,7 +1846,24 @@ const file_keybroker_v1_envelope_proto_rawDesc = "" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12!\n" +
 	"\fmax_messages\x18\a \x01(\x04R\vmaxMessages\x12\x1b\n" +
-	"\tmax_bytes\x18\b \x01(\x04R\bmaxBytes2\xdb\x06\n" +
+	"\tmax_bytes\x18\b \x01(\x04R\bmaxBytes\"\xf0\x01\n" +
+	"\x17OpenSeedEnvelopeRequest\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"reseal_key\x18\x03 \x01(\tR\tresealKey\x12L\n" +
+	"\acontext\x18\x04 \x03(\v22.keybroker.v1.OpenSeedEnvelopeRequest.ContextEntryR\acontext\x1a:\n" +
+	"\fContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x01\n" +
+	"\x18OpenSeedEnvelopeResponse\x12\x1c\n" +
+	"\tplaintext\x18\x01 \x01(\fR\tplaintext\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x02 \x01(\fR\n" +
+	"ciphertext\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x1f\n" +
+	"\vkey_version\x18\x04 \x01(\rR\n" +
+	"keyVersion2\xbe\a\n" +
 	"\x0fEnvelopeService\x12F\n" +
 	"\aEncrypt\x12\x1c.keybroker.v1.EncryptRequest\x1a\x1d.keybroker.v1.EncryptResponse\x12F\n" +
 	"\aDecrypt\x12\x1c.keybroker.v1.DecryptRequest\x1a\x1d.keybroker.v1.DecryptResponse\x12C\n" +
@@ -1707,7 +1874,8 @@ const file_keybroker_v1_envelope_proto_rawDesc = "" +
 	"\vRewrapBatch\x12 .keybroker.v1.RewrapBatchRequest\x1a!.keybroker.v1.RewrapBatchResponse\x12\\\n" +
 	"\rEncryptStream\x12\".keybroker.v1.EncryptStreamRequest\x1a#.keybroker.v1.EncryptStreamResponse(\x010\x01\x12\\\n" +
 	"\rDecryptStream\x12\".keybroker.v1.DecryptStreamRequest\x1a#.keybroker.v1.DecryptStreamResponse(\x010\x01\x12U\n" +
-	"\fLeaseDataKey\x12!.keybroker.v1.LeaseDataKeyRequest\x1a\".keybroker.v1.LeaseDataKeyResponseb\x06proto3"
+	"\fLeaseDataKey\x12!.keybroker.v1.LeaseDataKeyRequest\x1a\".keybroker.v1.LeaseDataKeyResponse\x12a\n" +
+	"\x10OpenSeedEnvelope\x12%.keybroker.v1.OpenSeedEnvelopeRequest\x1a&.keybroker.v1.OpenSeedEnvelopeResponseb\x06proto3"
 
 var (
 	file_keybroker_v1_envelope_proto_rawDescOnce sync.Once
@@ -1721,91 +1889,97 @@ func file_keybroker_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_keybroker_v1_envelope_proto_rawDescData
 }
 
-var file_keybroker_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_keybroker_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_keybroker_v1_envelope_proto_goTypes = []any{
-	(*EncryptRequest)(nil),          // 0: keybroker.v1.EncryptRequest
-	(*EncryptResponse)(nil),         // 1: keybroker.v1.EncryptResponse
-	(*DecryptRequest)(nil),          // 2: keybroker.v1.DecryptRequest
-	(*DecryptResponse)(nil),         // 3: keybroker.v1.DecryptResponse
-	(*RewrapRequest)(nil),           // 4: keybroker.v1.RewrapRequest
-	(*RewrapResponse)(nil),          // 5: keybroker.v1.RewrapResponse
-	(*GenerateDataKeyRequest)(nil),  // 6: keybroker.v1.GenerateDataKeyRequest
-	(*GenerateDataKeyResponse)(nil), // 7: keybroker.v1.GenerateDataKeyResponse
-	(*EncryptBatchRequest)(nil),     // 8: keybroker.v1.EncryptBatchRequest
-	(*EncryptBatchResult)(nil),      // 9: keybroker.v1.EncryptBatchResult
-	(*EncryptBatchResponse)(nil),    // 10: keybroker.v1.EncryptBatchResponse
-	(*DecryptBatchRequest)(nil),     // 11: keybroker.v1.DecryptBatchRequest
-	(*DecryptBatchResult)(nil),      // 12: keybroker.v1.DecryptBatchResult
-	(*DecryptBatchResponse)(nil),    // 13: keybroker.v1.DecryptBatchResponse
-	(*RewrapBatchRequest)(nil),      // 14: keybroker.v1.RewrapBatchRequest
-	(*RewrapBatchResult)(nil),       // 15: keybroker.v1.RewrapBatchResult
-	(*RewrapBatchResponse)(nil),     // 16: keybroker.v1.RewrapBatchResponse
-	(*EncryptStreamStart)(nil),      // 17: keybroker.v1.EncryptStreamStart
-	(*EncryptStreamRequest)(nil),    // 18: keybroker.v1.EncryptStreamRequest
-	(*EncryptStreamResponse)(nil),   // 19: keybroker.v1.EncryptStreamResponse
-	(*DecryptStreamStart)(nil),      // 20: keybroker.v1.DecryptStreamStart
-	(*DecryptStreamRequest)(nil),    // 21: keybroker.v1.DecryptStreamRequest
-	(*DecryptStreamResponse)(nil),   // 22: keybroker.v1.DecryptStreamResponse
-	(*LeaseDataKeyRequest)(nil),     // 23: keybroker.v1.LeaseDataKeyRequest
-	(*LeaseDataKeyResponse)(nil),    // 24: keybroker.v1.LeaseDataKeyResponse
-	nil,                             // 25: keybroker.v1.EncryptRequest.ContextEntry
-	nil,                             // 26: keybroker.v1.DecryptRequest.ContextEntry
-	nil,                             // 27: keybroker.v1.RewrapRequest.ContextEntry
-	nil,                             // 28: keybroker.v1.GenerateDataKeyRequest.ContextEntry
-	nil,                             // 29: keybroker.v1.EncryptStreamStart.ContextEntry
-	nil,                             // 30: keybroker.v1.DecryptStreamStart.ContextEntry
-	nil,                             // 31: keybroker.v1.LeaseDataKeyRequest.ContextEntry
-	(*ItemError)(nil),               // 32: keybroker.v1.ItemError
-	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
+	(*EncryptRequest)(nil),           // 0: keybroker.v1.EncryptRequest
+	(*EncryptResponse)(nil),          // 1: keybroker.v1.EncryptResponse
+	(*DecryptRequest)(nil),           // 2: keybroker.v1.DecryptRequest
+	(*DecryptResponse)(nil),          // 3: keybroker.v1.DecryptResponse
+	(*RewrapRequest)(nil),            // 4: keybroker.v1.RewrapRequest
+	(*RewrapResponse)(nil),           // 5: keybroker.v1.RewrapResponse
+	(*GenerateDataKeyRequest)(nil),   // 6: keybroker.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),  // 7: keybroker.v1.GenerateDataKeyResponse
+	(*EncryptBatchRequest)(nil),      // 8: keybroker.v1.EncryptBatchRequest
+	(*EncryptBatchResult)(nil),       // 9: keybroker.v1.EncryptBatchResult
+	(*EncryptBatchResponse)(nil),     // 10: keybroker.v1.EncryptBatchResponse
+	(*DecryptBatchRequest)(nil),      // 11: keybroker.v1.DecryptBatchRequest
+	(*DecryptBatchResult)(nil),       // 12: keybroker.v1.DecryptBatchResult
+	(*DecryptBatchResponse)(nil),     // 13: keybroker.v1.DecryptBatchResponse
+	(*RewrapBatchRequest)(nil),       // 14: keybroker.v1.RewrapBatchRequest
+	(*RewrapBatchResult)(nil),        // 15: keybroker.v1.RewrapBatchResult
+	(*RewrapBatchResponse)(nil),      // 16: keybroker.v1.RewrapBatchResponse
+	(*EncryptStreamStart)(nil),       // 17: keybroker.v1.EncryptStreamStart
+	(*EncryptStreamRequest)(nil),     // 18: keybroker.v1.EncryptStreamRequest
+	(*EncryptStreamResponse)(nil),    // 19: keybroker.v1.EncryptStreamResponse
+	(*DecryptStreamStart)(nil),       // 20: keybroker.v1.DecryptStreamStart
+	(*DecryptStreamRequest)(nil),     // 21: keybroker.v1.DecryptStreamRequest
+	(*DecryptStreamResponse)(nil),    // 22: keybroker.v1.DecryptStreamResponse
+	(*LeaseDataKeyRequest)(nil),      // 23: keybroker.v1.LeaseDataKeyRequest
+	(*LeaseDataKeyResponse)(nil),     // 24: keybroker.v1.LeaseDataKeyResponse
+	(*OpenSeedEnvelopeRequest)(nil),  // 25: keybroker.v1.OpenSeedEnvelopeRequest
+	(*OpenSeedEnvelopeResponse)(nil), // 26: keybroker.v1.OpenSeedEnvelopeResponse
+	nil,                              // 27: keybroker.v1.EncryptRequest.ContextEntry
+	nil,                              // 28: keybroker.v1.DecryptRequest.ContextEntry
+	nil,                              // 29: keybroker.v1.RewrapRequest.ContextEntry
+	nil,                              // 30: keybroker.v1.GenerateDataKeyRequest.ContextEntry
+	nil,                              // 31: keybroker.v1.EncryptStreamStart.ContextEntry
+	nil,                              // 32: keybroker.v1.DecryptStreamStart.ContextEntry
+	nil,                              // 33: keybroker.v1.LeaseDataKeyRequest.ContextEntry
+	nil,                              // 34: keybroker.v1.OpenSeedEnvelopeRequest.ContextEntry
+	(*ItemError)(nil),                // 35: keybroker.v1.ItemError
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
 }
 var file_keybroker_v1_envelope_proto_depIdxs = []int32{
-	25, // 0: keybroker.v1.EncryptRequest.context:type_name -> keybroker.v1.EncryptRequest.ContextEntry
-	26, // 1: keybroker.v1.DecryptRequest.context:type_name -> keybroker.v1.DecryptRequest.ContextEntry
-	27, // 2: keybroker.v1.RewrapRequest.context:type_name -> keybroker.v1.RewrapRequest.ContextEntry
-	28, // 3: keybroker.v1.GenerateDataKeyRequest.context:type_name -> keybroker.v1.GenerateDataKeyRequest.ContextEntry
+	27, // 0: keybroker.v1.EncryptRequest.context:type_name -> keybroker.v1.EncryptRequest.ContextEntry
+	28, // 1: keybroker.v1.DecryptRequest.context:type_name -> keybroker.v1.DecryptRequest.ContextEntry
+	29, // 2: keybroker.v1.RewrapRequest.context:type_name -> keybroker.v1.RewrapRequest.ContextEntry
+	30, // 3: keybroker.v1.GenerateDataKeyRequest.context:type_name -> keybroker.v1.GenerateDataKeyRequest.ContextEntry
 	0,  // 4: keybroker.v1.EncryptBatchRequest.items:type_name -> keybroker.v1.EncryptRequest
 	1,  // 5: keybroker.v1.EncryptBatchResult.response:type_name -> keybroker.v1.EncryptResponse
-	32, // 6: keybroker.v1.EncryptBatchResult.error:type_name -> keybroker.v1.ItemError
+	35, // 6: keybroker.v1.EncryptBatchResult.error:type_name -> keybroker.v1.ItemError
 	9,  // 7: keybroker.v1.EncryptBatchResponse.results:type_name -> keybroker.v1.EncryptBatchResult
 	2,  // 8: keybroker.v1.DecryptBatchRequest.items:type_name -> keybroker.v1.DecryptRequest
 	3,  // 9: keybroker.v1.DecryptBatchResult.response:type_name -> keybroker.v1.DecryptResponse
-	32, // 10: keybroker.v1.DecryptBatchResult.error:type_name -> keybroker.v1.ItemError
+	35, // 10: keybroker.v1.DecryptBatchResult.error:type_name -> keybroker.v1.ItemError
 	12, // 11: keybroker.v1.DecryptBatchResponse.results:type_name -> keybroker.v1.DecryptBatchResult
 	4,  // 12: keybroker.v1.RewrapBatchRequest.items:type_name -> keybroker.v1.RewrapRequest
 	5,  // 13: keybroker.v1.RewrapBatchResult.response:type_name -> keybroker.v1.RewrapResponse
-	32, // 14: keybroker.v1.RewrapBatchResult.error:type_name -> keybroker.v1.ItemError
+	35, // 14: keybroker.v1.RewrapBatchResult.error:type_name -> keybroker.v1.ItemError
 	15, // 15: keybroker.v1.RewrapBatchResponse.results:type_name -> keybroker.v1.RewrapBatchResult
-	29, // 16: keybroker.v1.EncryptStreamStart.context:type_name -> keybroker.v1.EncryptStreamStart.ContextEntry
+	31, // 16: keybroker.v1.EncryptStreamStart.context:type_name -> keybroker.v1.EncryptStreamStart.ContextEntry
 	17, // 17: keybroker.v1.EncryptStreamRequest.start:type_name -> keybroker.v1.EncryptStreamStart
-	30, // 18: keybroker.v1.DecryptStreamStart.context:type_name -> keybroker.v1.DecryptStreamStart.ContextEntry
+	32, // 18: keybroker.v1.DecryptStreamStart.context:type_name -> keybroker.v1.DecryptStreamStart.ContextEntry
 	20, // 19: keybroker.v1.DecryptStreamRequest.start:type_name -> keybroker.v1.DecryptStreamStart
-	31, // 20: keybroker.v1.LeaseDataKeyRequest.context:type_name -> keybroker.v1.LeaseDataKeyRequest.ContextEntry
-	33, // 21: keybroker.v1.LeaseDataKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 22: keybroker.v1.EnvelopeService.Encrypt:input_type -> keybroker.v1.EncryptRequest
-	2,  // 23: keybroker.v1.EnvelopeService.Decrypt:input_type -> keybroker.v1.DecryptRequest
-	4,  // 24: keybroker.v1.EnvelopeService.Rewrap:input_type -> keybroker.v1.RewrapRequest
-	6,  // 25: keybroker.v1.EnvelopeService.GenerateDataKey:input_type -> keybroker.v1.GenerateDataKeyRequest
-	8,  // 26: keybroker.v1.EnvelopeService.EncryptBatch:input_type -> keybroker.v1.EncryptBatchRequest
-	11, // 27: keybroker.v1.EnvelopeService.DecryptBatch:input_type -> keybroker.v1.DecryptBatchRequest
-	14, // 28: keybroker.v1.EnvelopeService.RewrapBatch:input_type -> keybroker.v1.RewrapBatchRequest
-	18, // 29: keybroker.v1.EnvelopeService.EncryptStream:input_type -> keybroker.v1.EncryptStreamRequest
-	21, // 30: keybroker.v1.EnvelopeService.DecryptStream:input_type -> keybroker.v1.DecryptStreamRequest
-	23, // 31: keybroker.v1.EnvelopeService.LeaseDataKey:input_type -> keybroker.v1.LeaseDataKeyRequest
-	1,  // 32: keybroker.v1.EnvelopeService.Encrypt:output_type -> keybroker.v1.EncryptResponse
-	3,  // 33: keybroker.v1.EnvelopeService.Decrypt:output_type -> keybroker.v1.DecryptResponse
-	5,  // 34: keybroker.v1.EnvelopeService.Rewrap:output_type -> keybroker.v1.RewrapResponse
-	7,  // 35: keybroker.v1.EnvelopeService.GenerateDataKey:output_type -> keybroker.v1.GenerateDataKeyResponse
-	10, // 36: keybroker.v1.EnvelopeService.EncryptBatch:output_type -> keybroker.v1.EncryptBatchResponse
-	13, // 37: keybroker.v1.EnvelopeService.DecryptBatch:output_type -> keybroker.v1.DecryptBatchResponse
-	16, // 38: keybroker.v1.EnvelopeService.RewrapBatch:output_type -> keybroker.v1.RewrapBatchResponse
-	19, // 39: keybroker.v1.EnvelopeService.EncryptStream:output_type -> keybroker.v1.EncryptStreamResponse
-	22, // 40: keybroker.v1.EnvelopeService.DecryptStream:output_type -> keybroker.v1.DecryptStreamResponse
-	24, // 41: keybroker.v1.EnvelopeService.LeaseDataKey:output_type -> keybroker.v1.LeaseDataKeyResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	33, // 20: keybroker.v1.LeaseDataKeyRequest.context:type_name -> keybroker.v1.LeaseDataKeyRequest.ContextEntry
+	36, // 21: keybroker.v1.LeaseDataKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 22: keybroker.v1.OpenSeedEnvelopeRequest.context:type_name -> keybroker.v1.OpenSeedEnvelopeRequest.ContextEntry
+	0,  // 23: keybroker.v1.EnvelopeService.Encrypt:input_type -> keybroker.v1.EncryptRequest
+	2,  // 24: keybroker.v1.EnvelopeService.Decrypt:input_type -> keybroker.v1.DecryptRequest
+	4,  // 25: keybroker.v1.EnvelopeService.Rewrap:input_type -> keybroker.v1.RewrapRequest
+	6,  // 26: keybroker.v1.EnvelopeService.GenerateDataKey:input_type -> keybroker.v1.GenerateDataKeyRequest
+	8,  // 27: keybroker.v1.EnvelopeService.EncryptBatch:input_type -> keybroker.v1.EncryptBatchRequest
+	11, // 28: keybroker.v1.EnvelopeService.DecryptBatch:input_type -> keybroker.v1.DecryptBatchRequest
+	14, // 29: keybroker.v1.EnvelopeService.RewrapBatch:input_type -> keybroker.v1.RewrapBatchRequest
+	18, // 30: keybroker.v1.EnvelopeService.EncryptStream:input_type -> keybroker.v1.EncryptStreamRequest
+	21, // 31: keybroker.v1.EnvelopeService.DecryptStream:input_type -> keybroker.v1.DecryptStreamRequest
+	23, // 32: keybroker.v1.EnvelopeService.LeaseDataKey:input_type -> keybroker.v1.LeaseDataKeyRequest
+	25, // 33: keybroker.v1.EnvelopeService.OpenSeedEnvelope:input_type -> keybroker.v1.OpenSeedEnvelopeRequest
+	1,  // 34: keybroker.v1.EnvelopeService.Encrypt:output_type -> keybroker.v1.EncryptResponse
+	3,  // 35: keybroker.v1.EnvelopeService.Decrypt:output_type -> keybroker.v1.DecryptResponse
+	5,  // 36: keybroker.v1.EnvelopeService.Rewrap:output_type -> keybroker.v1.RewrapResponse
+	7,  // 37: keybroker.v1.EnvelopeService.GenerateDataKey:output_type -> keybroker.v1.GenerateDataKeyResponse
+	10, // 38: keybroker.v1.EnvelopeService.EncryptBatch:output_type -> keybroker.v1.EncryptBatchResponse
+	13, // 39: keybroker.v1.EnvelopeService.DecryptBatch:output_type -> keybroker.v1.DecryptBatchResponse
+	16, // 40: keybroker.v1.EnvelopeService.RewrapBatch:output_type -> keybroker.v1.RewrapBatchResponse
+	19, // 41: keybroker.v1.EnvelopeService.EncryptStream:output_type -> keybroker.v1.EncryptStreamResponse
+	22, // 42: keybroker.v1.EnvelopeService.DecryptStream:output_type -> keybroker.v1.DecryptStreamResponse
+	24, // 43: keybroker.v1.EnvelopeService.LeaseDataKey:output_type -> keybroker.v1.LeaseDataKeyResponse
+	26, // 44: keybroker.v1.EnvelopeService.OpenSeedEnvelope:output_type -> keybroker.v1.OpenSeedEnvelopeResponse
+	34, // [34:45] is the sub-list for method output_type
+	23, // [23:34] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_keybroker_v1_envelope_proto_init() }
@@ -1840,7 +2014,7 @@ func file_keybroker_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keybroker_v1_envelope_proto_rawDesc), len(file_keybroker_v1_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,16 +19,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	EnvelopeService_Encrypt_FullMethodName         = "/keybroker.v1.EnvelopeService/Encrypt"
-	EnvelopeService_Decrypt_FullMethodName         = "/keybroker.v1.EnvelopeService/Decrypt"
-	EnvelopeService_Rewrap_FullMethodName          = "/keybroker.v1.EnvelopeService/Rewrap"
-	EnvelopeService_GenerateDataKey_FullMethodName = "/keybroker.v1.EnvelopeService/GenerateDataKey"
-	EnvelopeService_EncryptBatch_FullMethodName    = "/keybroker.v1.EnvelopeService/EncryptBatch"
-	EnvelopeService_DecryptBatch_FullMethodName    = "/keybroker.v1.EnvelopeService/DecryptBatch"
-	EnvelopeService_RewrapBatch_FullMethodName     = "/keybroker.v1.EnvelopeService/RewrapBatch"
-	EnvelopeService_EncryptStream_FullMethodName   = "/keybroker.v1.EnvelopeService/EncryptStream"
-	EnvelopeService_DecryptStream_FullMethodName   = "/keybroker.v1.EnvelopeService/DecryptStream"
-	EnvelopeService_LeaseDataKey_FullMethodName    = "/keybroker.v1.EnvelopeService/LeaseDataKey"
+	EnvelopeService_Encrypt_FullMethodName          = "/keybroker.v1.EnvelopeService/Encrypt"
+	EnvelopeService_Decrypt_FullMethodName          = "/keybroker.v1.EnvelopeService/Decrypt"
+	EnvelopeService_Rewrap_FullMethodName           = "/keybroker.v1.EnvelopeService/Rewrap"
+	EnvelopeService_GenerateDataKey_FullMethodName  = "/keybroker.v1.EnvelopeService/GenerateDataKey"
+	EnvelopeService_EncryptBatch_FullMethodName     = "/keybroker.v1.EnvelopeService/EncryptBatch"
+	EnvelopeService_DecryptBatch_FullMethodName     = "/keybroker.v1.EnvelopeService/DecryptBatch"
+	EnvelopeService_RewrapBatch_FullMethodName      = "/keybroker.v1.EnvelopeService/RewrapBatch"
+	EnvelopeService_EncryptStream_FullMethodName    = "/keybroker.v1.EnvelopeService/EncryptStream"
+	EnvelopeService_DecryptStream_FullMethodName    = "/keybroker.v1.EnvelopeService/DecryptStream"
+	EnvelopeService_LeaseDataKey_FullMethodName     = "/keybroker.v1.EnvelopeService/LeaseDataKey"
+	EnvelopeService_OpenSeedEnvelope_FullMethodName = "/keybroker.v1.EnvelopeService/OpenSeedEnvelope"
 )
 
 // EnvelopeServiceClient is the client API for EnvelopeService service.
@@ -72,6 +73,14 @@ type EnvelopeServiceClient interface {
 	// LeaseDataKey hands the caller a derived data key and a header so that it can seal
 	// envelopes locally, within the returned limits. The broker decrypts them as usual.
 	LeaseDataKey(ctx context.Context, in *LeaseDataKeyRequest, opts ...grpc.CallOption) (*LeaseDataKeyResponse, error)
+	// OpenSeedEnvelope opens an envelope that ecl_crypto_utility sealed with its AWS KMS,
+	// Cloud KMS or Vault transit backend: the DEK is unwrapped by the backend key of `key`
+	// and never returned. It answers with the plaintext or, given reseal_key, with the
+	// plaintext sealed under reseal_key as Encrypt would (the plaintext stays in the
+	// broker). Any failure to open the envelope is INVALID_ARGUMENT with the fixed
+	// message; a key that is not an AWS KMS, Cloud KMS or Vault transit key (local://
+	// included: the application opens those with its master key) is FAILED_PRECONDITION.
+	OpenSeedEnvelope(ctx context.Context, in *OpenSeedEnvelopeRequest, opts ...grpc.CallOption) (*OpenSeedEnvelopeResponse, error)
 }
 
 type envelopeServiceClient struct {
@@ -188,6 +197,16 @@ func (c *envelopeServiceClient) LeaseDataKey(ctx context.Context, in *LeaseDataK
 	return out, nil
 }
 
+func (c *envelopeServiceClient) OpenSeedEnvelope(ctx context.Context, in *OpenSeedEnvelopeRequest, opts ...grpc.CallOption) (*OpenSeedEnvelopeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenSeedEnvelopeResponse)
+	err := c.cc.Invoke(ctx, EnvelopeService_OpenSeedEnvelope_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EnvelopeServiceServer is the server API for EnvelopeService service.
 // All implementations must embed UnimplementedEnvelopeServiceServer
 // for forward compatibility.
@@ -229,6 +248,14 @@ type EnvelopeServiceServer interface {
 	// LeaseDataKey hands the caller a derived data key and a header so that it can seal
 	// envelopes locally, within the returned limits. The broker decrypts them as usual.
 	LeaseDataKey(context.Context, *LeaseDataKeyRequest) (*LeaseDataKeyResponse, error)
+	// OpenSeedEnvelope opens an envelope that ecl_crypto_utility sealed with its AWS KMS,
+	// Cloud KMS or Vault transit backend: the DEK is unwrapped by the backend key of `key`
+	// and never returned. It answers with the plaintext or, given reseal_key, with the
+	// plaintext sealed under reseal_key as Encrypt would (the plaintext stays in the
+	// broker). Any failure to open the envelope is INVALID_ARGUMENT with the fixed
+	// message; a key that is not an AWS KMS, Cloud KMS or Vault transit key (local://
+	// included: the application opens those with its master key) is FAILED_PRECONDITION.
+	OpenSeedEnvelope(context.Context, *OpenSeedEnvelopeRequest) (*OpenSeedEnvelopeResponse, error)
 	mustEmbedUnimplementedEnvelopeServiceServer()
 }
 
@@ -268,6 +295,9 @@ func (UnimplementedEnvelopeServiceServer) DecryptStream(grpc.BidiStreamingServer
 }
 func (UnimplementedEnvelopeServiceServer) LeaseDataKey(context.Context, *LeaseDataKeyRequest) (*LeaseDataKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LeaseDataKey not implemented")
+}
+func (UnimplementedEnvelopeServiceServer) OpenSeedEnvelope(context.Context, *OpenSeedEnvelopeRequest) (*OpenSeedEnvelopeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenSeedEnvelope not implemented")
 }
 func (UnimplementedEnvelopeServiceServer) mustEmbedUnimplementedEnvelopeServiceServer() {}
 func (UnimplementedEnvelopeServiceServer) testEmbeddedByValue()                         {}
@@ -448,6 +478,24 @@ func _EnvelopeService_LeaseDataKey_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EnvelopeService_OpenSeedEnvelope_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenSeedEnvelopeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnvelopeServiceServer).OpenSeedEnvelope(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EnvelopeService_OpenSeedEnvelope_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnvelopeServiceServer).OpenSeedEnvelope(ctx, req.(*OpenSeedEnvelopeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EnvelopeService_ServiceDesc is the grpc.ServiceDesc for EnvelopeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -486,6 +534,10 @@ var EnvelopeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LeaseDataKey",
 			Handler:    _EnvelopeService_LeaseDataKey_Handler,
+		},
+		{
+			MethodName: "OpenSeedEnvelope",
+			Handler:    _EnvelopeService_OpenSeedEnvelope_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

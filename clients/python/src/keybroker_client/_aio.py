@@ -145,6 +145,25 @@ class AsyncClient(AsyncClientOperations):
         response = await self._unary(envelope.Rewrap, request, EncryptionError, timeout)
         return response.ciphertext
 
+    async def open_seed_envelope(
+        self,
+        envelope: bytes | str,
+        *,
+        key: str,
+        reseal_key: str | None = None,
+        context: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Open an ecl_crypto_utility envelope whose DEK the KMS key of broker key ``key`` wrapped.
+
+        Returns the plaintext; with ``reseal_key``, the broker envelope now holding it under
+        that key and ``context`` (the plaintext never leaves the broker).
+        """
+        request = cv.open_seed_envelope_request(envelope, key, reseal_key, context)
+        method = self._stubs().envelope.OpenSeedEnvelope
+        response = await self._unary(method, request, DecryptionError, timeout)
+        return response.ciphertext if request.reseal_key else response.plaintext
+
     async def generate_data_key(
         self,
         *,

@@ -119,6 +119,25 @@ class Client(ClientOperations):
         request = cv.rewrap_request(ciphertext, context, destination_key)
         return self._unary(self._envelope.Rewrap, request, EncryptionError, timeout).ciphertext
 
+    def open_seed_envelope(
+        self,
+        envelope: bytes | str,
+        *,
+        key: str,
+        reseal_key: str | None = None,
+        context: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Open an ecl_crypto_utility envelope whose DEK the KMS key of broker key ``key`` wrapped.
+
+        Returns the plaintext; with ``reseal_key``, the broker envelope now holding it under
+        that key and ``context`` (the plaintext never leaves the broker).
+        """
+        request = cv.open_seed_envelope_request(envelope, key, reseal_key, context)
+        method = self._envelope.OpenSeedEnvelope
+        response = self._unary(method, request, DecryptionError, timeout)
+        return response.ciphertext if request.reseal_key else response.plaintext
+
     def generate_data_key(
         self,
         *,

@@ -49,6 +49,7 @@ __all__ = [
     "key_info",
     "lease_request",
     "list_keys_request",
+    "open_seed_envelope_request",
     "rewrap_request",
     "rotate_key_request",
 ]
@@ -133,6 +134,24 @@ def rewrap_request(
         ciphertext=check_bytes("ciphertext", ciphertext),
         context=check_context(context),
         destination_key="" if destination_key is None else check_key(destination_key),
+    )
+
+
+def open_seed_envelope_request(
+    envelope: object, key: str, reseal_key: str | None, context: Context
+) -> env_pb.OpenSeedEnvelopeRequest:
+    """Build an OpenSeedEnvelope request; the envelope is the seed's base64 text, str or bytes."""
+    if isinstance(envelope, str):
+        if not envelope.isascii():
+            raise InvalidParameterError(
+                "envelope must be the base64 text of a seed envelope", reason="INVALID_ARGUMENT"
+            )
+        envelope = envelope.encode("ascii")
+    return env_pb.OpenSeedEnvelopeRequest(
+        envelope=check_bytes("envelope", envelope),
+        key=check_key(key),
+        reseal_key="" if reseal_key is None else check_key(reseal_key, "reseal_key"),
+        context=check_context(context),
     )
 
 

@@ -4,6 +4,9 @@
 it serves `local://my-app-key` as `default`. `seed_daemon_socket` serves the keys the
 README's other examples name: `local://dev-key` (as `dev`) and the AWS key
 `arn:aws:kms:us-east-1:123456789012:key/abcd-1234` (as `payments`) on a moto server.
+`kms_seed_daemon` serves keys whose ciphertexts do decrypt, on a moto_server process, an
+OpenBao dev server and the in-test Cloud KMS server, for migrating envelopes the seed sealed
+under AWS KMS, Vault transit and Cloud KMS.
 
 Moto gives keys random ids, so the README's literal ARN is made by running moto in this
 process and fixing the id of the one key it creates. Moto packs a key id into its
@@ -19,6 +22,9 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from integration.kms.gcp_server import GcpKmsServer
+from integration.kms.openbao import OpenBaoServer, start_openbao
+from integration.kms.servers import MotoServer, start_moto
 from support.daemon import Daemon
 
 from keybroker_client import _facade
@@ -26,6 +32,7 @@ from keybroker_client.compat import _autoconfig
 
 SEED_AWS_KEY_ID = "abcd-1234"
 SEED_AWS_ARN = f"arn:aws:kms:us-east-1:123456789012:key/{SEED_AWS_KEY_ID}"
+GCP_SEED_KEY = "projects/p/locations/global/keyRings/r/cryptoKeys/legacy"
 QUICK_START_ENV = {"ECL_CRYPTO_KMS_BACKEND": "local", "ECL_CRYPTO_KMS_KEY_ID": "my-app-key"}
 
 SEED_KEYS_CONFIG = """
@@ -122,6 +129,144 @@ def quickstart_daemon_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     launcher.start("--state-dir", str(state), "--socket", str(socket))
     with launcher as daemon:
         yield daemon.socket
+
+
+KMS_SEED_CONFIG = """
+[server]
+state_dir = "{state}"
+allow_root = {allow_root}
+max_plaintext_bytes = 65536
+
+[[listeners]]
+kind = "unix"
+path = "{run}/migrator.sock"
+mode = "0600"
+identity = "migrator"
+
+[[listeners]]
+kind = "unix"
+path = "{run}/other.sock"
+mode = "0600"
+identity = "other"
+
+[keys.legacy-aws]
+uri = "aws-kms://{aws_arn}"
+
+[keys.second-vault]
+uri = "vault-transit://{second_vault_key}"
+
+[keys.legacy-vault]
+uri = "vault-transit://{vault_key}"
+
+[keys.legacy-gcp]
+uri = "gcp-kms://{gcp_key}"
+
+[keys.records]
+uri = "local://records"
+
+[backends.aws]
+region = "us-east-1"
+endpoint_url = "{moto}"
+access_key_id = "testing"
+secret_access_key = "testing"
+
+[backends.vault]
+address = "{bao}"
+token = "{token}"
+
+[backends.gcp]
+endpoint = "{gcp}"
+
+[[policy.rules]]
+id = "migrator-all"
+callers = ["migrator"]
+keys = ["*"]
+operations = ["*"]
+
+[[policy.rules]]
+id = "other-seals-records"
+callers = ["other"]
+keys = ["records"]
+operations = ["encrypt"]
+"""
+
+
+class KmsSeedDaemon:
+    """A daemon over moto_server, OpenBao and the Cloud KMS test server, with two callers.
+
+    `migrator.sock` may do anything; `other.sock` may only encrypt under `records`.
+    """
+
+    def __init__(self, root: Path) -> None:
+        """Start the servers, make the keys, start the daemon."""
+        self.moto: MotoServer = start_moto()
+        self.gcp = GcpKmsServer().start()
+        self.bao: OpenBaoServer | None = None
+        try:
+            self.bao = start_openbao()
+            self.gcp.create_key(GCP_SEED_KEY)
+            self.aws_arn = self.moto.create_key()
+            self.vault_key = self.bao.create_key("legacy")
+            self.second_vault_key = self.bao.create_key("second")
+            run = root / "run"
+            run.mkdir()
+            self.socket, self.other_socket = run / "migrator.sock", run / "other.sock"
+            self.daemon = Daemon(
+                root / "state",
+                config=self._config(root, run),
+                dev=False,
+                socket=self.socket,
+                metrics=False,
+            ).start()
+        except BaseException:
+            self.stop_servers()
+            raise
+
+    def _config(self, root: Path, run: Path) -> Path:
+        """The configuration file, readable by its owner only."""
+        assert self.bao is not None
+        config = root / "keybroker.toml"
+        config.write_text(
+            KMS_SEED_CONFIG.format(
+                state=root / "state",
+                run=run,
+                allow_root=_allow_root(),
+                aws_arn=self.aws_arn,
+                vault_key=self.vault_key,
+                second_vault_key=self.second_vault_key,
+                moto=self.moto.url,
+                bao=self.bao.url,
+                token=self.bao.root_token,
+                gcp_key=GCP_SEED_KEY,
+                gcp=self.gcp.endpoint,
+            )
+        )
+        config.chmod(0o600)
+        return config
+
+    def stop_servers(self) -> None:
+        """Stop the KMS servers."""
+        self.moto.close()
+        self.gcp.stop()
+        if self.bao is not None:
+            self.bao.close()
+
+    def close(self) -> None:
+        """Stop the daemon, then the servers."""
+        try:
+            self.daemon.close()
+        finally:
+            self.stop_servers()
+
+
+@pytest.fixture(scope="session")
+def kms_seed_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsSeedDaemon]:
+    """Keys legacy-aws (moto), legacy-vault, second-vault (OpenBao), legacy-gcp, records."""
+    daemon = KmsSeedDaemon(tmp_path_factory.mktemp("kbseedkms"))
+    try:
+        yield daemon
+    finally:
+        daemon.close()
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ class FakeEnvelope(envelope_pb2_grpc.EnvelopeServiceServicer):
         """Start with nothing recorded."""
         self.stream_requests = []
         self.deadlines = []
+        self.seed_requests = []
 
     def Encrypt(self, request, context):  # noqa: N802 - generated servicer name
         """Seal as JSON; `missing` is an unknown key and `slow` outlives short deadlines."""
@@ -122,6 +123,24 @@ class FakeEnvelope(envelope_pb2_grpc.EnvelopeServiceServicer):
                 )
             if request.WhichOneof("message") == "chunk":
                 yield envelope_pb2.DecryptStreamResponse(chunk=request.chunk.upper())
+
+    def OpenSeedEnvelope(self, request, context):  # noqa: N802 - generated servicer name
+        """Record the request; `plain:ENVELOPE` back, or sealed under reseal_key; `bad` fails."""
+        self.seed_requests.append(request)
+        if request.envelope == b"bad":
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "DECRYPTION_FAILED",
+                "ciphertext could not be decrypted",
+            )
+        plaintext = b"plain:" + request.envelope
+        if not request.reseal_key:
+            return envelope_pb2.OpenSeedEnvelopeResponse(plaintext=plaintext)
+        sealed = _seal(request.reseal_key, dict(request.context), plaintext)
+        return envelope_pb2.OpenSeedEnvelopeResponse(
+            ciphertext=sealed, key=request.reseal_key, key_version=3
+        )
 
     def LeaseDataKey(self, request, _context):  # noqa: N802 - generated servicer name
         """Hand out a fixed lease valid for five minutes."""

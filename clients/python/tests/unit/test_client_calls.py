@@ -173,8 +173,62 @@ class TestClientStreams:
         assert client.encrypt(b"still works")
 
 
+class TestOpenSeedEnvelope:
+    """open_seed_envelope: the seed's text goes out as is; plaintext or resealed envelope back."""
+
+    def test_plaintext(self, fake, client):
+        """Without reseal_key the plaintext comes back; str text is sent as its ASCII bytes."""
+        assert client.open_seed_envelope("eyJ2Ijox", key="payments") == b"plain:eyJ2Ijox"
+
+        request = fake[1].seed_requests[-1]
+        assert (request.envelope, request.key, request.reseal_key) == (b"eyJ2Ijox", "payments", "")
+        assert dict(request.context) == {}
+
+    def test_reseal(self, fake, client):
+        """With reseal_key the broker envelope comes back, and the context went with it."""
+        envelope = client.open_seed_envelope(
+            b"eyJ2Ijox", key="payments", reseal_key="default", context={"t": "1"}
+        )
+
+        assert client.decrypt(envelope, context={"t": "1"}) == b"plain:eyJ2Ijox"
+        assert fake[1].seed_requests[-1].reseal_key == "default"
+
+    def test_failure_is_a_decryption_error(self, client):
+        """The broker's fixed failure maps to DecryptionError."""
+        with pytest.raises(kb.DecryptionError, match="could not be decrypted"):
+            client.open_seed_envelope(b"bad", key="payments")
+
+    @pytest.mark.parametrize(
+        ("arguments", "error", "match"),
+        [
+            ({"envelope": "café", "key": "k"}, kb.InvalidParameterError, "base64 text"),
+            ({"envelope": 7, "key": "k"}, TypeError, "envelope must be bytes"),
+            ({"envelope": b"e", "key": 7}, TypeError, "key must be str"),
+            ({"envelope": b"e", "key": "k", "reseal_key": 7}, TypeError, "reseal_key must be str"),
+        ],
+        ids=["non-ascii", "envelope-type", "key-type", "reseal-key-type"],
+    )
+    def test_arguments_checked_before_sending(self, fake, client, arguments, error, match):
+        """Wrong argument types and non-ASCII text fail here, naming the argument."""
+        sent = len(fake[1].seed_requests)
+
+        with pytest.raises(error, match=match):
+            client.open_seed_envelope(**arguments)
+
+        assert len(fake[1].seed_requests) == sent
+
+
 class TestAsyncClientCalls:
     """AsyncClient behaves like Client."""
+
+    async def test_open_seed_envelope(self, fake):
+        """The async client opens and reseals seed envelopes like the sync one."""
+        async with kb.AsyncClient(fake[0]) as client:
+            assert await client.open_seed_envelope("eyJ9", key="payments") == b"plain:eyJ9"
+            sealed = await client.open_seed_envelope("eyJ9", key="payments", reseal_key="default")
+            assert await client.decrypt(sealed) == b"plain:eyJ9"
+            with pytest.raises(kb.DecryptionError):
+                await client.open_seed_envelope(b"bad", key="payments")
 
     async def test_round_trip_and_mapping(self, fake):
         """The async client encrypts, decrypts and maps reason words like the sync one."""

@@ -828,3 +828,100 @@ class LeaseDataKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaseDataKeyResponse: _TypeAlias = LeaseDataKeyResponse  # noqa: Y015
+
+@_typing.final
+class OpenSeedEnvelopeRequest(_message.Message):
+    """OpenSeedEnvelopeRequest carries an envelope ecl_crypto_utility stored and the logical
+    key whose backend key wrapped its DEK. The caller needs `decrypt` on key and, to
+    reseal, `encrypt` on reseal_key (with context).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    RESEAL_KEY_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    envelope: _builtins.bytes
+    """The envelope as ecl_crypto_utility stored it: the ASCII bytes of its base64 text.
+    At most server.max_plaintext_bytes + 65536 bytes.
+    """
+    key: _builtins.str
+    """Logical key serving the KMS key that wrapped the envelope's DEK. The envelope's own
+    key_id never chooses the key.
+    """
+    reseal_key: _builtins.str
+    """Logical key to reseal the plaintext under; empty: answer with the plaintext."""
+    @_builtins.property
+    def context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Encryption context of the resealed envelope; only together with reseal_key."""
+
+    def __init__(
+        self,
+        *,
+        envelope: _builtins.bytes = ...,
+        key: _builtins.str = ...,
+        reseal_key: _builtins.str = ...,
+        context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "envelope", b"envelope", "key", b"key", "reseal_key", b"reseal_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenSeedEnvelopeRequest: _TypeAlias = OpenSeedEnvelopeRequest  # noqa: Y015
+
+@_typing.final
+class OpenSeedEnvelopeResponse(_message.Message):
+    """OpenSeedEnvelopeResponse carries the plaintext, or the envelope that now holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAINTEXT_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    KEY_VERSION_FIELD_NUMBER: _builtins.int
+    plaintext: _builtins.bytes
+    """The plaintext; empty when reseal_key was given."""
+    ciphertext: _builtins.bytes
+    """The broker envelope under reseal_key; empty when no reseal_key was given."""
+    key: _builtins.str
+    """reseal_key, when given."""
+    key_version: _builtins.int
+    """The version of reseal_key that sealed ciphertext; 0 when no reseal_key was given."""
+    def __init__(
+        self,
+        *,
+        plaintext: _builtins.bytes = ...,
+        ciphertext: _builtins.bytes = ...,
+        key: _builtins.str = ...,
+        key_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "key", b"key", "key_version", b"key_version", "plaintext", b"plaintext"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenSeedEnvelopeResponse: _TypeAlias = OpenSeedEnvelopeResponse  # noqa: Y015

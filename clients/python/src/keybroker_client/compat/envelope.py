@@ -4,9 +4,12 @@ With a backend this package ships (``LocalKMSBackend``, ``AWSKMSBackend``,
 ``GCPKMSBackend``, ``VaultKMSBackend``, ``BrokerKMSBackend``) ``encrypt`` asks the broker to
 seal under the broker key that ``key_id`` maps to and returns the broker's envelope as
 base64 text; the master key and the DEK stay in the broker. ``decrypt`` opens those, and
-also envelopes the seed sealed (its JSON format, see ``seed_envelope``) when their DEK can
-be unwrapped: today that is a seed ``LocalKMSBackend`` envelope and the master key given to
-``LocalKMSBackend(master_key=...)``. ``migrate`` re-seals a seed envelope in the broker.
+also envelopes the seed sealed (its JSON format, see ``seed_envelope``): those of an AWS KMS,
+Cloud KMS or Vault transit key are opened by the broker, which unwraps the DEK with that
+key and never returns it; those of a seed ``LocalKMSBackend`` are opened here with the
+master key given to ``LocalKMSBackend(master_key=...)``. ``migrate`` re-seals a seed
+envelope in the broker (for a broker-opened one in the same call, so the plaintext stays
+there).
 
 With a ``KMSBackend`` subclass of the caller's own, the seed's flow runs in this process
 (fresh DEK, AES-256-GCM, DEK wrapped by that backend, seed JSON envelope), and ``dek_cache``
@@ -102,7 +105,7 @@ class EnvelopeEncryptor:
         raw = decode_envelope(envelope_data)
         kind = envelope_kind(raw)
         if kind == "seed":
-            return self._open_seed(parse_seed_envelope(raw))
+            return self._open_seed(raw)
         if kind == "broker":
             with self._audited("decrypt_dek", self.key_id) as metadata:
                 metadata["broker_key"] = _broker_key_name(raw)
@@ -117,8 +120,12 @@ class EnvelopeEncryptor:
         to (``default`` for a backend of the caller's own).
         """
         raw = decode_envelope(envelope_data)
-        if envelope_kind(raw) == "broker":
+        kind = envelope_kind(raw)
+        if kind == "broker":
             return _text(raw)
+        opener = self._broker_opener()
+        if kind == "seed" and opener is not None:
+            return self._reseal_seed(opener, raw, key)
         plaintext = self.decrypt(envelope_data)
         if key is None:
             key = self._target_key()
@@ -162,8 +169,34 @@ class EnvelopeEncryptor:
                 raise KMSError(msg)
         return build_seed_envelope(wrapped, self.key_id, symmetric.encrypt(data, dek))
 
-    def _open_seed(self, envelope: SeedEnvelope) -> bytes:
-        """Open a seed envelope: cached or unwrapped DEK, then AES-256-GCM."""
+    def _broker_opener(self) -> BrokerKMSBackend | None:
+        """The backend, when seed envelopes open in the broker (only it reaches their KMS key)."""
+        backend = self.kms_backend
+        if isinstance(backend, BrokerKMSBackend) and not backend.opens_seed_deks_here:
+            return backend
+        return None
+
+    def _open_seed(self, raw: bytes) -> bytes:
+        """Open a seed envelope: in the broker, or here when this process holds the KMS key."""
+        envelope = parse_seed_envelope(raw)
+        opener = self._broker_opener()
+        if opener is None:
+            return self._open_seed_here(envelope)
+        with self._audited("decrypt_dek", envelope.key_id, format=_SEED_FORMAT):
+            return opener.open_seed_envelope(raw, envelope.key_id)
+
+    def _reseal_seed(self, opener: BrokerKMSBackend, raw: bytes, key: str | None) -> str:
+        """Open a seed envelope and seal its plaintext under ``key`` in one broker call."""
+        envelope = parse_seed_envelope(raw)
+        target = self._target_key() if key is None else key
+        with (
+            self._audited("encrypt_dek", self.key_id, broker_key=target, migrated=True),
+            self._audited("decrypt_dek", envelope.key_id, format=_SEED_FORMAT),
+        ):
+            return _text(opener.open_seed_envelope(raw, envelope.key_id, reseal_key=target))
+
+    def _open_seed_here(self, envelope: SeedEnvelope) -> bytes:
+        """Open a seed envelope in this process: cached or unwrapped DEK, then AES-256-GCM."""
         cache = self.dek_cache
         dek = cache.get(envelope.encrypted_dek) if cache is not None else None
         with self._audited(

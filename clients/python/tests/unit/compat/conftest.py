@@ -1,9 +1,12 @@
 """Known-answer vectors (tests/vectors/known_answers.json) and a fake broker for compat tests."""
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import keybroker_client
 from keybroker_client import _facade
@@ -50,6 +53,25 @@ class FakeBroker:
                 "ciphertext could not be decrypted", reason="DECRYPTION_FAILED"
             )
         return ciphertext.split(b":", 1)[1]
+
+    def open_seed_envelope(self, envelope, *, key, reseal_key=None, **_options):
+        """Open a seed envelope whose fake KMS left the DEK as is (encrypted_dek = base64 DEK).
+
+        Records (open_seed_envelope, key, reseal_key, envelope text); reseals like encrypt.
+        """
+        self.calls.append(("open_seed_envelope", key, reseal_key, envelope))
+        record = json.loads(base64.b64decode(envelope, validate=True))
+        data = base64.b64decode(record["encrypted_data"])
+        try:
+            dek = base64.b64decode(record["encrypted_dek"])
+            plaintext = AESGCM(dek).decrypt(data[:12], data[12:], None)
+        except (InvalidTag, ValueError):
+            raise keybroker_client.DecryptionError(
+                "ciphertext could not be decrypted", reason="DECRYPTION_FAILED"
+            ) from None
+        if reseal_key is None:
+            return plaintext
+        return self.encrypt(plaintext, key=reseal_key)
 
     def generate_data_key(self, *, key, **_options):
         """A fixed 32-byte key and its fake envelope."""

@@ -12,8 +12,10 @@ from keybroker_client.compat import (
     LocalKMSBackend,
     exceptions,
 )
+from keybroker_client.compat.kms import AWSKMSBackend, VaultKMSBackend
 
 MASTER = bytes(range(32))
+ARN = "arn:aws:kms:us-east-1:123456789012:key/abcd-1234"
 
 
 class WrappingBackend(KMSBackend):
@@ -44,9 +46,9 @@ class TextWrappingBackend(WrappingBackend):
         return super().encrypt_key(key_material, key_id).decode()
 
 
-def seed_envelope(plaintext, master=MASTER, key_id="dev-key", **changes):
+def seed_envelope(plaintext, master=MASTER, key_id="dev-key", dek=b"d" * 32, **changes):
     """An envelope as the seed's LocalKMSBackend made it, built here with pyca."""
-    dek, nonce = b"d" * 32, b"n" * 12
+    nonce = b"n" * 12
     wrap_nonce = b"m" * 12
     record = {
         "version": 1,
@@ -203,6 +205,86 @@ class TestSeedEnvelopes:
         migrated = encryptor.migrate(seed_envelope(b"x"), key="default")
 
         assert base64.b64decode(migrated).startswith(b"\x01default:")
+
+
+def kms_seed_envelope(plaintext, key_id=ARN, **changes):
+    """A seed envelope whose DEK a KMS wrapped; the fake broker's KMS leaves the DEK as is."""
+    dek = b"k" * 32
+    changes = {"encrypted_dek": base64.b64encode(dek).decode(), **changes}
+    return seed_envelope(plaintext, key_id=key_id, dek=dek, **changes)
+
+
+@pytest.mark.usefixtures("fake_broker")
+class TestSeedEnvelopesOpenedInTheBroker:
+    """Seed envelopes of AWS KMS, Cloud KMS and Vault transit keys: the broker opens them."""
+
+    @pytest.mark.parametrize(
+        ("backend", "key_id", "broker_key"),
+        [
+            (AWSKMSBackend(region_name="us-east-1"), ARN, "payments"),
+            (VaultKMSBackend("https://v:8200"), "reports", "reports"),
+        ],
+        ids=["aws", "vault"],
+    )
+    def test_decrypt(self, fake_broker, audit, backend, key_id, broker_key):
+        """The broker opens it, with the broker key that the envelope's key_id maps to."""
+        encryptor = EnvelopeEncryptor(backend, key_id)
+
+        assert encryptor.decrypt(kms_seed_envelope(b"old data", key_id)) == b"old data"
+        assert fake_broker.calls[-1][:3] == ("open_seed_envelope", broker_key, None)
+        [entry] = audit()
+        assert (entry["operation"], entry["metadata"]["format"]) == (
+            "decrypt_dek",
+            "ecl_crypto_utility",
+        )
+
+    def test_migrate_reseals_in_one_call(self, fake_broker, audit):
+        """Migrating has the broker reseal under the mapped key: no plaintext comes back."""
+        encryptor = EnvelopeEncryptor(AWSKMSBackend(), ARN)
+
+        migrated = encryptor.migrate(kms_seed_envelope(b"old data"))
+
+        assert base64.b64decode(migrated) == b"\x01payments:old data"
+        # one call from the client; the fake broker reseals through its own encrypt
+        assert [c[:3] for c in fake_broker.calls if c[0] != "list_keys"] == [
+            ("open_seed_envelope", "payments", "payments"),
+            ("encrypt", "payments"),
+        ]
+        assert [e["operation"] for e in audit()] == ["decrypt_dek", "encrypt_dek"]
+
+    def test_migrate_to_a_named_key(self):
+        """key= names the broker key the envelope is resealed under."""
+        migrated = EnvelopeEncryptor(AWSKMSBackend(), ARN).migrate(
+            kms_seed_envelope(b"x"), key="default"
+        )
+
+        assert base64.b64decode(migrated) == b"\x01default:x"
+
+    def test_refusal_is_an_envelope_decryption_error(self, audit):
+        """The broker's fixed decryption failure is EnvelopeDecryptionError, audited."""
+        envelope = kms_seed_envelope(b"x", encrypted_dek=base64.b64encode(b"j" * 32).decode())
+
+        with pytest.raises(exceptions.EnvelopeDecryptionError, match="could not be decrypted"):
+            EnvelopeEncryptor(AWSKMSBackend(), ARN).decrypt(envelope)
+
+        [entry] = audit()
+        assert entry["success"] is False
+
+    def test_dek_cache_is_not_used(self):
+        """The DEK never reaches this process, so there is nothing to cache."""
+        cache = DEKCache()
+        encryptor = EnvelopeEncryptor(AWSKMSBackend(), ARN, dek_cache=cache)
+
+        encryptor.decrypt(kms_seed_envelope(b"x"))
+
+        assert cache.size == 0
+
+    def test_local_without_master_key_is_explained(self, fake_broker):
+        """A seed LocalKMSBackend envelope needs the master key; the broker is not asked."""
+        with pytest.raises(exceptions.EnvelopeError, match="master_key"):
+            EnvelopeEncryptor(LocalKMSBackend(), "dev-key").decrypt(seed_envelope(b"x"))
+
+        assert not any(c[0] == "open_seed_envelope" for c in fake_broker.calls)
 
 
 @pytest.mark.usefixtures("fake_broker")

@@ -1,4 +1,5 @@
 import base64
+import json
 import logging
 
 import pytest
@@ -171,12 +172,41 @@ class TestOperations:
         with pytest.raises(exceptions.EnvelopeDecryptionError, match="master key"):
             backend.open_seed_dek(seed_wrap(b"d" * 32), "dev-key")
 
-    @pytest.mark.parametrize(
-        ("backend", "key_id"),
-        [(AWSKMSBackend(), ARN), (LocalKMSBackend(), "dev-key")],
-        ids=["aws", "local-without-master-key"],
-    )
-    def test_seed_dek_outside_the_process_is_explained(self, backend, key_id):
-        """A DEK wrapped by a KMS key only the broker reaches cannot be opened yet: said so."""
-        with pytest.raises(exceptions.EnvelopeError, match="cannot yet open envelopes"):
-            backend.open_seed_dek("AAAA", key_id)
+    def test_kms_wrapped_seed_dek_is_never_returned(self, fake_broker):
+        """A DEK only the broker unwraps is not handed out: the broker opens the envelope."""
+        backend = AWSKMSBackend()
+
+        assert backend.opens_seed_deks_here is False
+        with pytest.raises(exceptions.EnvelopeError, match="unwrapped in the broker"):
+            backend.open_seed_dek("AAAA", ARN)
+        assert fake_broker.calls == []
+
+    def test_seed_envelope_opens_in_the_broker(self, fake_broker):
+        """open_seed_envelope sends the envelope's base64 text with the mapped broker key."""
+        dek, nonce = b"k" * 32, b"n" * 12
+        record = {
+            "encrypted_dek": base64.b64encode(dek).decode(),
+            "encrypted_data": base64.b64encode(
+                nonce + AESGCM(dek).encrypt(nonce, b"old", None)
+            ).decode(),
+        }
+        raw = json.dumps(record).encode()
+
+        assert AWSKMSBackend().open_seed_envelope(raw, ARN) == b"old"
+        assert fake_broker.calls[-1] == (
+            "open_seed_envelope",
+            "payments",
+            None,
+            base64.b64encode(raw),
+        )
+
+    def test_local_seed_dek_needs_the_master_key(self, fake_broker):
+        """Without the seed's master key a local envelope cannot open anywhere: said so."""
+        backend = LocalKMSBackend()
+
+        assert backend.opens_seed_deks_here is False
+        with pytest.raises(exceptions.EnvelopeError, match="master_key"):
+            backend.open_seed_dek("AAAA", "dev-key")
+        with pytest.raises(exceptions.EnvelopeError, match="ECL_CRYPTO_LOCAL_MASTER_KEY"):
+            backend.open_seed_envelope(b"{}", "dev-key")
+        assert fake_broker.calls == []

@@ -8,6 +8,9 @@ else a broker key with that very name. It asks the broker once (``ListKeys``) pe
 ``key_id`` and remembers the answer. No credentials are held here: wrapping, unwrapping
 and generating DEKs are calls to the broker under that key.
 
+Envelopes the seed sealed with a KMS key only the broker reaches are opened by the broker
+(``open_seed_envelope``): it unwraps the DEK with that key and never returns it.
+
 ``BrokerKMSBackend`` itself (a keybroker addition) takes broker key names as ``key_id``.
 """
 
@@ -22,6 +25,7 @@ from keybroker_client.compat._calls import broker_call, client
 from keybroker_client.compat._util import b64decode_text, invalid
 from keybroker_client.compat.exceptions import (
     DecryptionError,
+    EnvelopeDecryptionError,
     EnvelopeError,
     KMSError,
     KMSKeyNotFoundError,
@@ -112,19 +116,33 @@ class BrokerKMSBackend(KMSBackend):
             plaintext, sealed = client().generate_data_key(key=key)
         return plaintext, base64.b64encode(sealed).decode("ascii")
 
-    def open_seed_dek(self, encrypted_dek: str, key_id: str) -> bytes:
-        """Unwrap a DEK that ``ecl_crypto_utility`` wrapped with this backend's KMS key.
+    @property
+    def opens_seed_deks_here(self) -> bool:
+        """Whether this process holds the key the seed wrapped DEKs with; no: only the broker."""
+        return False
 
-        The broker has no call that unwraps a DEK wrapped outside it, so only backends that
-        hold the wrapping key in this process (a caller-given local master key) override it.
+    def open_seed_envelope(
+        self, envelope: bytes, key_id: str, *, reseal_key: str | None = None
+    ) -> bytes:
+        """Have the broker open a seed envelope (decoded JSON) with the key ``key_id`` maps to.
+
+        Returns the plaintext; with ``reseal_key``, the broker envelope that now holds it.
+        """
+        key = self.broker_key(key_id)
+        text = base64.b64encode(envelope)
+        with broker_call(EnvelopeError, undecryptable=EnvelopeDecryptionError):
+            return client().open_seed_envelope(text, key=key, reseal_key=reseal_key)
+
+    def open_seed_dek(self, encrypted_dek: str, key_id: str) -> bytes:
+        """Unwrap a seed-wrapped DEK here; only a backend holding the wrapping key can.
+
+        The broker unwraps the DEKs of its KMS keys itself and never returns them, so this
+        base class refuses: such envelopes open with ``open_seed_envelope``.
         """
         del encrypted_dek
-        key = self.broker_key(key_id)
         raise EnvelopeError(
-            f"this envelope was sealed by ecl_crypto_utility with {self.backend_type} key "
-            f"{key_id!r}; the broker serves that key as {key!r} but cannot yet open envelopes "
-            "sealed outside it (see docs/compat.md, 'Stored envelopes')",
-            reason="UNIMPLEMENTED",
+            f"the DEK of {self.backend_type} key {key_id!r} is unwrapped in the broker and never "
+            "returned; open the envelope with EnvelopeEncryptor.decrypt or migrate"
         )
 
     def __repr__(self) -> str:

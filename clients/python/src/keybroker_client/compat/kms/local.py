@@ -16,7 +16,11 @@ from typing import Final
 from keybroker_client._convert import check_bytes
 from keybroker_client.compat import symmetric
 from keybroker_client.compat._util import b64decode_text, invalid
-from keybroker_client.compat.exceptions import DecryptionError, EnvelopeDecryptionError
+from keybroker_client.compat.exceptions import (
+    DecryptionError,
+    EnvelopeDecryptionError,
+    EnvelopeError,
+)
 
 from .broker import BrokerKMSBackend
 
@@ -25,6 +29,15 @@ __all__ = ["LocalKMSBackend"]
 _log = logging.getLogger(__name__)
 _WRAPPED_DEK_SIZE: Final = symmetric.NONCE_SIZE + symmetric.KEY_SIZE + symmetric.TAG_SIZE
 _DEV_ONLY: Final = "LocalKMSBackend is for development only (broker key %r)"
+
+
+def _needs_master_key(key_id: str) -> EnvelopeError:
+    """Say which key opens a seed LocalKMSBackend envelope: only the application has it."""
+    return EnvelopeError(
+        f"the envelope's DEK was wrapped by ecl_crypto_utility's LocalKMSBackend (key_id "
+        f"{key_id!r}) under its master key; give that key as LocalKMSBackend(master_key=...) "
+        "or ECL_CRYPTO_LOCAL_MASTER_KEY"
+    )
 
 
 class LocalKMSBackend(BrokerKMSBackend):
@@ -62,10 +75,22 @@ class LocalKMSBackend(BrokerKMSBackend):
                 pass  # not the seed's wrap under this key: the broker may have made it
         return super().decrypt_key(encrypted_key, key_id)
 
+    @property
+    def opens_seed_deks_here(self) -> bool:
+        """True when given the seed's master key: its envelopes then open in this process."""
+        return self._master_key is not None
+
+    def open_seed_envelope(
+        self, envelope: bytes, key_id: str, *, reseal_key: str | None = None
+    ) -> bytes:
+        """Refuse: the seed wrapped this envelope's DEK under a master key the broker lacks."""
+        del envelope, reseal_key
+        raise _needs_master_key(key_id)
+
     def open_seed_dek(self, encrypted_dek: str, key_id: str) -> bytes:
         """Unwrap a DEK the seed wrapped under the master key given to this object."""
         if self._master_key is None:
-            return super().open_seed_dek(encrypted_dek, key_id)
+            raise _needs_master_key(key_id)
         _log.warning(_DEV_ONLY, key_id)
         try:
             return symmetric.decrypt(encrypted_dek, self._master_key)
