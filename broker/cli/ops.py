@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.core.wire import FORMAT_STREAM
+from broker.daemon.health import health_names
 from broker.rpc.gen import envelope_pb2 as pb
 from broker.rpc.gen import envelope_pb2_grpc
 from broker.rpc.status import REASON_METADATA_KEY
@@ -143,14 +144,32 @@ def decrypt(socket: Path, context: dict[str, str], *, binary: bool, timeout: flo
     sys.stdout.buffer.write(plaintext)
 
 
-def healthcheck(socket: Path, timeout: float) -> int:
-    """0 when the daemon reports SERVING, 1 otherwise (for container probes)."""
+def healthcheck(socket: Path, timeout: float, *, deep: bool = False) -> int:
+    """0 when the daemon (with `deep`, every component it reports) is SERVING, else 1."""
     stub = health_pb2_grpc.HealthStub(_channel(socket))
     try:
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        components = _components(stub, timeout) if deep else [("", _status(stub, "", timeout))]
     except grpc.RpcError as exc:
         print(f"keybroker: {_explain(exc, socket)}", file=sys.stderr)
         return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    for component, status in components:
+        print(f"{component}: {status}" if component else status)
+    return 0 if all(status == "SERVING" for _, status in components) else 1
+
+
+def _status(stub: health_pb2_grpc.HealthStub, name: str, timeout: float) -> str:
+    """The status the daemon reports for one health name (`""`: the daemon as a whole)."""
+    reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=timeout)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def _components(stub: health_pb2_grpc.HealthStub, timeout: float) -> list[tuple[str, str]]:
+    """(component, status) of each name the daemon reports; it answers NOT_FOUND for the rest."""
+    found = []
+    for component, name in health_names():
+        try:
+            found.append((component, _status(stub, name, timeout)))
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+    return found

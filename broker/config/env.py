@@ -62,6 +62,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "KEYBROKER_CACHE_ENCRYPT_MAX_AGE_SECONDS": ("cache", "encrypt_max_age_seconds"),
     "KEYBROKER_CACHE_ENCRYPT_MAX_MESSAGES": ("cache", "encrypt_max_messages"),
     "KEYBROKER_CACHE_ENCRYPT_MAX_BYTES": ("cache", "encrypt_max_bytes"),
+    "KEYBROKER_HEALTH_PROBE_SECONDS": ("health", "probe_seconds"),
+    "KEYBROKER_HEALTH_TIMEOUT_SECONDS": ("health", "timeout_seconds"),
 }
 _SEED_ENV: dict[str, tuple[tuple[str, str], ...]] = {
     "ECL_CRYPTO_DEK_CACHE_ENABLED": (("cache", "enabled"),),

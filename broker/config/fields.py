@@ -43,6 +43,8 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("hashing", "max_memory_kib"): (64 * 1024, 256 * 1024),
     ("hashing", "max_time_cost"): (3, 10),
     ("hashing", "max_parallelism"): (4, 16),
+    ("health", "probe_seconds"): (0, 86_400),
+    ("health", "timeout_seconds"): (0.1, 300),
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("logging", "level"): ("debug", "info", "warning", "error"),

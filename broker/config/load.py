@@ -23,6 +23,7 @@ from broker.config.schema import (
     CacheConfig,
     Config,
     HashingConfig,
+    HealthConfig,
     KeyConfig,
     KeystoreConfig,
     LocalConfig,
@@ -49,6 +50,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "audit": AuditConfig,
     "hashing": HashingConfig,
     "keyring": KeyringConfig,
+    "health": HealthConfig,
 }
 _MAX_ALSO_WRAP = 3
 

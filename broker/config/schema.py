@@ -26,6 +26,7 @@ __all__ = [
     "CacheConfig",
     "Config",
     "HashingConfig",
+    "HealthConfig",
     "KeyConfig",
     "KeystoreConfig",
     "LocalConfig",
@@ -112,6 +113,14 @@ class HashingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Background probes of the KMS backends (docs/operations.md); 0 seconds turns them off."""
+
+    probe_seconds: float = 10.0
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class KeyConfig:
     """One logical key: its name, backend URI and purpose."""
 
@@ -156,3 +165,4 @@ class Config:
     hashing: HashingConfig = HashingConfig()
     keyring: KeyringConfig = field(default_factory=KeyringConfig)
     keystore: KeystoreConfig = field(default_factory=KeystoreConfig)
+    health: HealthConfig = HealthConfig()

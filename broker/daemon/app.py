@@ -12,9 +12,15 @@ import structlog
 
 from broker.config.validate import local_key_type_of
 from broker.daemon.crypto import crypto_services
+from broker.daemon.health import KEYSTORE_HEALTH, BackendProber, prober_for
 from broker.daemon.keystore import LocalKeys
 from broker.daemon.logs import configure_logging
-from broker.daemon.metrics import BrokerCollector, KeyStoreCollector, serve_metrics
+from broker.daemon.metrics import (
+    BackendHealthCollector,
+    BrokerCollector,
+    KeyStoreCollector,
+    serve_metrics,
+)
 from broker.daemon.security import Security, build_security, harden
 from broker.kms.local.backend import LocalBackend
 from broker.kms.multiwrap import MultiWrapBackend
@@ -38,9 +44,6 @@ __all__ = ["App", "build_app", "serve"]
 log = structlog.get_logger("keybroker")
 
 
-KEYSTORE_HEALTH = "keybroker.keystore"
-
-
 @dataclass
 class App:
     """A built daemon: its server, DEK provider, backends and key store."""
@@ -52,6 +55,7 @@ class App:
     local_keys: LocalKeys | None = None
     keys: Mapping[str, KeyConfig] = field(default_factory=dict)
     _watch: asyncio.Task[None] | None = None
+    prober: BackendProber | None = None
 
     async def start(self) -> None:
         """Bind and serve; follow a shared key store's changes."""
@@ -62,6 +66,8 @@ class App:
             await self.server.set_health(KEYSTORE_HEALTH, serving=True)
             watch = self.local_keys.watch(self._key_changed, self._store_state)
             self._watch = asyncio.create_task(watch, name="keystore-watch")
+        if self.prober is not None:
+            await self.prober.start(self.server.set_health)
 
     def _key_changed(self, local_name: str) -> None:
         """Another daemon changed a local key: drop every DEK cached under it."""
@@ -75,6 +81,8 @@ class App:
 
     async def stop(self, grace: float) -> None:
         """Drain calls, remove sockets, close backends and the key store."""
+        if self.prober is not None:
+            await self.prober.stop()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,11 +180,14 @@ def build_app(cfg: Config) -> App:
         max_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
         observer=security.observer,
     )
+    prober = prober_for(backends, cfg.keys.values(), cfg.health)
     if metrics is not None:
         metrics.register(BrokerCollector(server.metrics, deks, backends))
+        if prober is not None:
+            metrics.register(BackendHealthCollector(prober))
         metrics.register(security.collector())
         metrics.register(KeyStoreCollector(local_keys))
-    return App(server, deks, backends, security, local_keys, cfg.keys)
+    return App(server, deks, backends, security, local_keys, cfg.keys, prober=prober)
 
 
 async def serve(cfg: Config) -> int:

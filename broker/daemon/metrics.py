@@ -13,12 +13,13 @@ from broker.kms.resilience import ResilientBackend
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from broker.daemon.health import BackendProber
     from broker.daemon.keystore import LocalKeys
     from broker.kms.base import KmsBackend
     from broker.rpc.metrics import RpcMetrics
     from broker.services.deks import DekProvider
 
-__all__ = ["BrokerCollector", "KeyStoreCollector", "serve_metrics"]
+__all__ = ["BackendHealthCollector", "BrokerCollector", "KeyStoreCollector", "serve_metrics"]
 
 _MAX_PORT = 65535
 
@@ -108,6 +109,35 @@ class KeyStoreCollector:
         )
         changes.add_metric([], self._keys.changes_received)
         yield changes
+
+
+class BackendHealthCollector:
+    """The health prober's last result per backend: whether it passed, and how long it took."""
+
+    def __init__(self, prober: BackendProber) -> None:
+        """Read the prober's results at scrape time."""
+        self._prober = prober
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield keybroker_backend_up and keybroker_backend_probe_seconds."""
+        up = GaugeMetricFamily(
+            "keybroker_backend_up",
+            "1 when the backend's last health probe passed, else 0 (also before the first)",
+            labels=["backend"],
+        )
+        took = GaugeMetricFamily(
+            "keybroker_backend_probe_seconds",
+            "Duration of the backend's last health probe",
+            labels=["backend"],
+        )
+        results = self._prober.results
+        for name in self._prober.backends:
+            result = results.get(name)
+            up.add_metric([name], float(result is not None and result.up))
+            if result is not None:
+                took.add_metric([name], result.seconds)
+        yield up
+        yield took
 
 
 def serve_metrics(listen: str) -> CollectorRegistry:
