@@ -58,7 +58,8 @@ def slow_vault(tmp_path: Path) -> Iterator[tuple[Daemon, SlowProxy]]:
     """A daemon without DEK cache on OpenBao behind the delaying proxy; all stopped after."""
     with start_openbao() as bao, SlowProxy(bao.port, delay=DELAY) as proxy:
         config = _config(tmp_path / "keybroker.toml", bao, proxy, bao.create_key("app"))
-        env = {"KEYBROKER_CACHE_ENABLED": "false"}
+        # no background probes: the test counts every call the backend gets
+        env = {"KEYBROKER_CACHE_ENABLED": "false", "KEYBROKER_HEALTH_PROBE_SECONDS": "0"}
         with Daemon(tmp_path / "state", env, config=config) as d:
             yield d, proxy
 
