@@ -278,17 +278,17 @@ class AwsKmsBackend:
         return _version_info(await self._metadata(key_id))
 
     async def public_key(self, key_id: str, key_version: int) -> PublicKeyInfo:
-        """GetPublicKey of an asymmetric key, cached (aws_signing.py)."""
+        """GetPublicKey of an asymmetric key, cached (signing.py)."""
         return await self._signing.public_key(key_id, key_version)
 
     async def sign(self, key_id: str, message: bytes, *, prehashed: bool) -> SignResult:
-        """KMS Sign with the algorithm of the key's spec (aws_signing.py)."""
+        """KMS Sign with the algorithm of the key's spec (signing.py)."""
         return await self._signing.sign(key_id, message, prehashed=prehashed)
 
     async def verify(
         self, key_id: str, key_version: int, message: bytes, signature: bytes, *, prehashed: bool
     ) -> int:
-        """Check a signature with the key's cached public key (aws_signing.py)."""
+        """Check a signature with the key's cached public key (signing.py)."""
         return await self._signing.verify(
             key_id, key_version, message, signature, prehashed=prehashed
         )

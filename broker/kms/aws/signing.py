@@ -1,7 +1,7 @@
 """Signing with asymmetric AWS KMS keys: the private key never leaves KMS.
 
 `AwsKmsBackend` lends this module its `_call` (KMS API call on the backend's threads, errors
-already mapped), so boto3 stays imported in `aws.py` alone. The SigningAlgorithm follows the
+already mapped), so boto3 stays imported in `_sdk.py` alone. The SigningAlgorithm follows the
 key's spec (table below); KMS keeps one immutable key pair per asymmetric key, so its only
 version is 0.
 

@@ -1,4 +1,4 @@
-"""PKCS#11 sessions and the process-wide login they share, apart from pkcs11.py's key operations."""
+"""PKCS#11 sessions and the process-wide login they share, apart from the key operations."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BROKEN_SESSION", "SessionPool", "is_error", "module_lock"]
 
-# python-pkcs11 objects (lib, token, session) are untyped here: pkcs11.py imports the SDK lazily.
+# python-pkcs11 objects (lib, token, session) are untyped here: _sdk.py imports the SDK lazily.
 _Obj = Any
 # python-pkcs11 errors after which a session is not trusted again: closed instead of pooled.
 BROKEN_SESSION = "DeviceError DeviceRemoved SessionClosed SessionHandleInvalid TokenNotPresent"

@@ -1,4 +1,4 @@
-"""The Vault token's lifecycle (login, renewal, re-login), apart from vault.py's transit calls."""
+"""The Vault token's lifecycle (login, renewal, re-login), apart from backend.py's transit calls."""
 
 from __future__ import annotations
 

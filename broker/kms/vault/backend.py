@@ -238,31 +238,31 @@ class VaultTransitBackend:
         return next(v for v in key.versions if v.version == version)
 
     async def public_key(self, key_id: str, key_version: int) -> PublicKeyInfo:
-        """A signing key's public half from `keys/NAME` (vault_signing.py)."""
+        """A signing key's public half from `keys/NAME` (signing.py)."""
         return await self._signing.public_key(key_id, key_version)
 
     async def sign(self, key_id: str, message: bytes, *, prehashed: bool) -> SignResult:
-        """Transit `sign` with the latest version (vault_signing.py)."""
+        """Transit `sign` with the latest version (signing.py)."""
         return await self._signing.sign(key_id, message, prehashed=prehashed)
 
     async def verify(
         self, key_id: str, key_version: int, message: bytes, signature: bytes, *, prehashed: bool
     ) -> int:
-        """Transit `verify` over one or every enabled version (vault_signing.py)."""
+        """Transit `verify` over one or every enabled version (signing.py)."""
         return await self._signing.verify(
             key_id, key_version, message, signature, prehashed=prehashed
         )
 
     async def mac(self, key_id: str, data: bytes, *, key_version: int = 0) -> MacResult:
-        """Transit `hmac` (vault_hmac.py)."""
+        """Transit `hmac` (hmac.py)."""
         return await self._hmac.mac(key_id, data, key_version=key_version)
 
     async def verify_mac(self, key_id: str, key_version: int, data: bytes, mac: bytes) -> int:
-        """Transit `verify` of an HMAC (vault_hmac.py)."""
+        """Transit `verify` of an HMAC (hmac.py)."""
         return await self._hmac.verify_mac(key_id, key_version, data, mac)
 
     async def derived_mac(self, key_id: str, label: bytes, data: bytes, length: int) -> MacResult:
-        """A blind-index MAC under a transit-derived per-label key (vault_hmac.py)."""
+        """A blind-index MAC under a transit-derived per-label key (hmac.py)."""
         return await self._hmac.derived_mac(key_id, label, data, length)
 
     async def health(self) -> None:

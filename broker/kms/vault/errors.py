@@ -1,4 +1,4 @@
-"""Vault/OpenBao failures matched by class name, so that hvac is imported in vault.py alone."""
+"""Vault/OpenBao failures matched by class name, so that hvac is imported in _sdk.py alone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transit key metadata and ciphertext formats, parsed apart from vault.py's HTTP calls."""
+"""Transit key metadata and ciphertext formats, parsed apart from backend.py's HTTP calls."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Signing with Vault/OpenBao transit keys: transit `sign`, `verify` and `keys/NAME`.
 
 `VaultTransitBackend` lends this module its worker-thread runner and HTTP helpers, so hvac
-stays imported in `vault.py` alone. Parameters follow the key's type, so that signatures
+stays imported in `_sdk.py` alone. Parameters follow the key's type, so that signatures
 are the same bytes a local key of that algorithm makes:
 
 | transit type | broker algorithm    | request parameters                                    |
