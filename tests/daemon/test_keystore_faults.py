@@ -7,14 +7,13 @@ Mounting needs root, like the identity tests that create OS users.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from support.daemon import Daemon
+from support.mounts import fill, mount, tmpfs
 from support.rpc import assert_fails
 
 from broker.rpc.gen import envelope_pb2 as pb
@@ -33,23 +32,11 @@ path = "{path}"
 """
 
 
-def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
 def volume(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs for the keyring, unmounted at the end whatever happened."""
-    if os.geteuid() != 0:
-        pytest.fail("the key store fault tests mount file systems: run them as root (CI does)")
-    mount_point = tmp_path / "keys"
-    mount_point.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount_point))
-    try:
+    """A 2 MiB tmpfs for the keyring."""
+    with tmpfs(tmp_path / "keys", "2m") as mount_point:
         yield mount_point
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            subprocess.run(["umount", "-R", str(mount_point)], check=True, capture_output=True)
 
 
 @pytest.fixture
@@ -112,18 +99,6 @@ def _refused_changes(d: Daemon, cause: str) -> None:
     assert _encrypt(d, b"after the fault").key_version == before.current_version
 
 
-def _fill(path: Path) -> None:
-    """Write until the file system has not one byte left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (64 << 10, 4096, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, bytes(size))
-    finally:
-        os.close(fd)
-
-
 def _no_temp_files(volume: Path) -> None:
     names = sorted(p.name for p in volume.iterdir())
     assert names in (["keyring.json"], ["keyring.json", "keyring.json.prev"]), names
@@ -137,10 +112,10 @@ class TestReadOnlyOrFull:
         envelopes = {b"v1": _encrypt(daemon, b"v1").ciphertext}
         assert _rotate(daemon).current_version == 2
         envelopes[b"v2"] = _encrypt(daemon, b"v2").ciphertext
-        _mount("-o", "remount,ro", str(volume))
+        mount("-o", "remount,ro", str(volume))
         _refused_changes(daemon, "read-only")
         _decrypts(daemon, envelopes)
-        _mount("-o", "remount,rw", str(volume))
+        mount("-o", "remount,rw", str(volume))
         daemon.stop()
         daemon.start()
         _decrypts(daemon, envelopes)
@@ -153,7 +128,7 @@ class TestReadOnlyOrFull:
         envelopes = {b"v1": _encrypt(daemon, b"v1").ciphertext}
         assert _rotate(daemon).current_version == 2
         filler = volume / "filler"
-        _fill(filler)
+        fill(filler)
         _refused_changes(daemon, "disk is full")
         filler.unlink()
         assert _rotate(daemon).current_version == 3
@@ -168,9 +143,9 @@ class TestReadOnlyOrFull:
         envelopes = {b"v1": _encrypt(daemon, b"v1").ciphertext}
         assert _rotate(daemon).current_version == 2
         keyring = volume / "keyring.json"
-        _mount("--bind", str(keyring), str(keyring))
+        mount("--bind", str(keyring), str(keyring))
         try:
-            _mount("-o", "remount,bind,ro", str(keyring))
+            mount("-o", "remount,bind,ro", str(keyring))
             _refused_changes(daemon, "mount point")
         finally:
             subprocess.run(["umount", str(keyring)], check=True)

@@ -6,7 +6,6 @@ runs, and check the daemon's checkpoints; mounting needs root, as in test_keysto
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from support.daemon import DaemonError
+from support.mounts import fill, tmpfs
 from support.secrets_ledger import remember
 
 from broker.rpc.gen import envelope_pb2 as pb
@@ -272,38 +272,14 @@ def _encrypt(daemon, text: bytes = b"x" * 16) -> None:
     env.Encrypt(pb.EncryptRequest(key="default", plaintext=text))
 
 
-def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
 def volume(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs for the audit file, unmounted at the end whatever happened.
+    """A 1 MiB tmpfs for the audit file.
 
     Request it before `configured`, so the daemons are stopped before it is unmounted.
     """
-    if os.geteuid() != 0:
-        pytest.fail("the audit fault tests mount file systems: run them as root (CI does)")
-    mount_point = tmp_path / "audit"
-    mount_point.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point))
-    try:
+    with tmpfs(tmp_path / "audit", "1m") as mount_point:
         yield mount_point
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            subprocess.run(["umount", "-R", str(mount_point)], check=True, capture_output=True)
-
-
-def _fill(path: Path) -> None:
-    """Write until the file system has not one page left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (64 << 10, 4096, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, bytes(size))
-    finally:
-        os.close(fd)
 
 
 def _cut_a_write(daemon, audit: Path, spares: list[Path]) -> None:
@@ -339,7 +315,7 @@ class TestContinuity:
         spares = [volume / f"spare{i}" for i in range(8)]
         for spare in spares:
             spare.write_bytes(bytes(4096))
-        _fill(volume / "filler")
+        fill(volume / "filler")
         _cut_a_write(d, audit, spares)
         content = audit.read_bytes()
         offset = content.rindex(b"\n") + 1
