@@ -14,10 +14,12 @@ from broker.audit.verify import split_lines, verify
 from broker.errors import ConfigError
 from broker.policy.authorizer import OPERATIONS, Caller
 from broker.policy.engine import decide
-from broker.policy.loader import load_policy_file
+from broker.policy.loader import check_callers, listener_patterns, load_policy_file
+from broker.policy.model import name_kind, transport_name
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Mapping
 
     from broker.audit.checkpoint import Checkpoint
     from broker.audit.verify import Line, VerifyReport
@@ -34,7 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("file", type=Path)
     explain = psub.add_parser("explain", help="print the decision and the rule that made it")
     explain.add_argument("--policy", type=Path, required=True, help="policy or config file")
-    explain.add_argument("--caller", required=True, help="identity name")
+    explain.add_argument(
+        "--caller", required=True, help="identity name, or a typed name: uid:N, cn:NAME, …"
+    )
     explain.add_argument("--key", required=True)
     explain.add_argument("--op", required=True, choices=sorted(OPERATIONS))
     explain.add_argument("--context", action="append", default=[], metavar="NAME=VALUE")
@@ -77,33 +81,62 @@ def _pairs(pairs: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _load(path: Path) -> Policy:
-    """A policy file, or the policy a config file holds or points to."""
+def _load(path: Path) -> tuple[Policy, Mapping[str, object] | None]:
+    """A policy file, or the policy a config file holds or points to, and that config's table."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     section = data.get("policy")
     if not isinstance(section, dict):
-        return load_policy_file(path)
+        return load_policy_file(path), None
     target = section.get("file")
     if isinstance(target, str):
-        return load_policy_file(path.parent / Path(target).expanduser())
-    return load_policy_file(path, "policy")
+        return load_policy_file(path.parent / Path(target).expanduser()), data
+    return load_policy_file(path, "policy"), data
+
+
+def _unix_identities(config: Mapping[str, object]) -> list[str]:
+    """The identities of a config file's unix listeners, as `serve` finds them."""
+    from broker.config.listeners import ListenerConfig  # noqa: PLC0415 - only config files need it
+    from broker.daemon.security import unix_identities  # noqa: PLC0415 - idem
+
+    raw = config.get("listeners")
+    tables = [t for t in raw if isinstance(t, dict)] if isinstance(raw, list) else []
+    return unix_identities(
+        ListenerConfig(str(t.get("kind")), identity=str(t.get("identity", ""))) for t in tables
+    )
+
+
+def _check(path: Path) -> int:
+    """Validate as `serve` does; for a lone policy file, say which names it leaves to listeners."""
+    policy, config = _load(path)
+    if config is not None:
+        check_callers(policy, _unix_identities(config))
+    counts = f"{len(policy.identities)} identities, {len(policy.rules)} rules"
+    _say(f"{path}: ok ({counts}, {len(policy.limits)} limits)")
+    left = listener_patterns(policy) if config is None else []
+    if left:
+        names = ", ".join(f'"{p}"' for p in dict.fromkeys(left))
+        _say(f"note: {names} name no identity here; serve takes them for unix listeners")
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
-    policy = _load(args.policy)
+    policy, _ = _load(args.policy)
+    name = args.caller
+    if name_kind(name) is None and name not in policy.identity_names:
+        name = transport_name("listener", name)  # how serve names that unix listener's callers
     attributes: dict[str, str] = {}
     for identity in policy.identities:
-        if identity.name == args.caller:
+        if identity.name == name:
             attributes.update(identity.attributes)
     attributes.update(_pairs(args.attr, "--attr"))
-    caller = Caller(kind="explain", name=args.caller, attributes=attributes)
+    caller = Caller(kind="explain", name=name, attributes=attributes)
     context = _pairs(args.context, "--context")
     decision = decide(policy, caller, args.key, args.op, context)
     verdict = "allow" if decision.allowed else "deny"
-    _say(f"{verdict} (rule {decision.rule_id}): {args.caller} {args.op} {args.key} {context}")
+    _say(f"{verdict} (rule {decision.rule_id}): {name} {args.op} {args.key} {context}")
     return 0 if decision.allowed else 1
 
 
@@ -194,7 +227,4 @@ def run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.policy_command == "explain":
         return _explain(args)
-    policy = _load(args.file)
-    counts = f"{len(policy.identities)} identities, {len(policy.rules)} rules"
-    _say(f"{args.file}: ok ({counts}, {len(policy.limits)} limits)")
-    return 0
+    return _check(args.file)

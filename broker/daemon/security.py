@@ -23,7 +23,7 @@ from broker.daemon.security_metrics import SecurityCollector
 from broker.errors import ConfigError
 from broker.policy.builtin import DEV_POLICY_TOML, SOCKET_ACCESS_POLICY
 from broker.policy.engine import PolicyHolder
-from broker.policy.loader import load_policy_file
+from broker.policy.loader import check_callers, load_policy_file
 from broker.policy.ratelimit import RateLimiter
 from broker.policy.source import PolicySource
 from broker.rpc.audit_calls import CallAuditor, PolicyAuthorizer, SecurityCounters
@@ -33,14 +33,15 @@ from broker.transport.server import SelfBoundListener, UnixListener
 from broker.transport.tls import TlsFiles, TlsListener
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from broker.config.listeners import ListenerConfig
     from broker.config.schema import Config
 
-__all__ = ["Security", "build_security", "harden"]
+__all__ = ["Security", "build_security", "harden", "unix_identities"]
 
 log = structlog.get_logger("keybroker.security")
+_DEFAULT_IDENTITY = "default"  # the identity of server.socket when no [[listeners]] are given
 
 
 @dataclass
@@ -109,7 +110,17 @@ def _policy(cfg: Config) -> PolicySource:
         raise ConfigError(msg)
     else:
         return PolicySource(PolicyHolder(SOCKET_ACCESS_POLICY), None)
-    return PolicySource(PolicyHolder(load_policy_file(path, table)), path, table)
+    policy = load_policy_file(path, table)
+    check_callers(policy, unix_identities(cfg.listeners))
+    return PolicySource(PolicyHolder(policy), path, table)
+
+
+def unix_identities(listeners: Iterable[ListenerConfig]) -> list[str]:
+    """The identities of the unix listeners a start serves (`default` without listeners)."""
+    configured = list(listeners)
+    if not configured:
+        return [_DEFAULT_IDENTITY]
+    return [lc.identity for lc in configured if lc.kind == "unix"]
 
 
 def _audit_log(cfg: Config, key: bytes) -> AuditLog:
@@ -178,7 +189,7 @@ def build_security(cfg: Config, root_key: Callable[[], bytes]) -> Security:
     holder = source.holder
     listeners: list[UnixListener | SelfBoundListener] = [
         _listener(lc, holder) for lc in cfg.listeners
-    ] or [UnixListener(cfg.server.socket, ListenerIdentity("default", holder))]
+    ] or [UnixListener(cfg.server.socket, ListenerIdentity(_DEFAULT_IDENTITY, holder))]
     return Security(
         authorizer=PolicyAuthorizer(holder, RateLimiter(), counters),
         observer=CallAuditor(audit),

@@ -30,7 +30,12 @@ OPERATIONS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The identity a call was made with, resolved once per call at the transport."""
+    """The identity a call was made with, resolved once per call at the transport.
+
+    `kind` says how the transport attested it (`listener`, `peercred`, `spiffe`, `dns`, `cn`);
+    `name` is a policy identity's name or the transport's typed name (`listener:NAME`,
+    `uid:N`, a SPIFFE ID, `dns:NAME`, `cn:NAME`), so names of two kinds never coincide.
+    """
 
     kind: str
     name: str

@@ -1,5 +1,13 @@
 """Policy evaluation: map transport identities to named callers and decide (pure, no I/O).
 
+Caller names are of two sorts. A policy identity has the bare name the policy gives it. A
+caller no identity matches keeps the typed name its transport gave it: `listener:NAME`,
+`uid:N`, `dns:NAME`, `cn:NAME`, or its SPIFFE ID (`spiffe://…`, typed by its scheme). A rule's
+caller pattern `*` matches everyone; a typed pattern matches names of its own kind only; a
+bare pattern matches identity names and, as unix listeners were named before names were
+typed, a listener's identity when the policy has no identity of that name. So no certificate
+can reach a listener's or a uid's rules.
+
 Decisions: a matching `deny` rule wins over any `allow`; otherwise the first matching `allow`
 rule in file order decides; when nothing matches the answer is `default-deny`.
 """
@@ -10,15 +18,29 @@ from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from broker.policy.model import CALLER_REF_PREFIX, DEFAULT_DENY, Decision
+from broker.policy.authorizer import Caller
+from broker.policy.model import (
+    CALLER_KINDS,
+    CALLER_REF_PREFIX,
+    DEFAULT_DENY,
+    SELECTORS_BY_LISTENER,
+    Decision,
+    name_kind,
+    transport_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from broker.policy.authorizer import Caller
     from broker.policy.model import Identity, Limit, Policy, Rule
 
-__all__ = ["PolicyHolder", "decide", "identify", "matching_limits"]
+__all__ = ["PolicyHolder", "decide", "identify", "listener_caller", "matching_limits"]
+
+_LISTENER = "listener"
+# Caller.kind -> the selectors an identity may use to match callers of that kind
+_USABLE = {
+    kind: frozenset(SELECTORS_BY_LISTENER[listener]) for kind, listener in CALLER_KINDS.items()
+}
 
 
 class PolicyHolder:
@@ -37,13 +59,46 @@ def _any_glob(value: str, patterns: Iterable[str]) -> bool:
     return any(fnmatchcase(value, p) for p in patterns)
 
 
+def _bare_name(name: str, identity_names: frozenset[str]) -> str | None:
+    """The name bare patterns see: an identity's, or an unclaimed listener identity; else None."""
+    kind = name_kind(name)
+    if kind is None:
+        return name
+    if kind == _LISTENER:
+        listener = name[len(_LISTENER) + 1 :]
+        return None if listener in identity_names else listener
+    return None
+
+
+def listener_caller(identity: str) -> Caller:
+    """The raw caller of a unix listener with this identity, as its resolver attests it."""
+    return Caller(
+        kind=_LISTENER, name=transport_name(_LISTENER, identity), attributes={_LISTENER: identity}
+    )
+
+
+def _named(patterns: Iterable[str], name: str, bare: str | None) -> bool:
+    """Whether caller patterns name this caller; `bare` is what bare patterns may match."""
+    for pattern in patterns:
+        if pattern == "*":
+            return True
+        if name_kind(pattern) is not None:
+            if fnmatchcase(name, pattern):
+                return True
+        elif bare is not None and fnmatchcase(bare, pattern):
+            return True
+    return False
+
+
 def _selector_matches(name: str, wanted: str, attributes: Mapping[str, str]) -> bool:
+    value = attributes.get(name)
+    if value is None:
+        return False
     if name == "gid":
-        groups = {attributes.get("gid", ""), *attributes.get("groups", "").split(",")}
-        return wanted in groups
+        return wanted in {value, *attributes.get("groups", "").split(",")}
     if name in ("spiffe_id", "dns", "cn"):
-        return fnmatchcase(attributes.get(name, ""), wanted)
-    return attributes.get(name) == wanted
+        return fnmatchcase(value, wanted)
+    return value == wanted
 
 
 def _matches(identity: Identity, attributes: Mapping[str, str]) -> bool:
@@ -53,11 +108,13 @@ def _matches(identity: Identity, attributes: Mapping[str, str]) -> bool:
 def identify(policy: Policy, raw: Caller) -> Caller:
     """The named identity for a transport-attested caller (first match in policy order).
 
-    An unmatched caller keeps the transport's name (`uid:1001`, a SPIFFE ID, a listener
-    identity) so rules may still name it; it gets no policy attributes.
+    Only identities whose selectors the caller's kind of listener attests are tried, so a
+    certificate never becomes a peercred or listener identity, nor the reverse. An unmatched
+    caller keeps the transport's typed name and gets no policy attributes.
     """
+    usable = _USABLE.get(raw.kind, frozenset())
     for identity in policy.identities:
-        if _matches(identity, raw.attributes):
+        if identity.selectors.keys() <= usable and _matches(identity, raw.attributes):
             merged = {**identity.attributes, **raw.attributes}
             return replace(raw, name=identity.name, attributes=merged)
     return raw
@@ -86,9 +143,9 @@ def _value_ok(allowed: str, value: str, caller: Caller) -> bool:
 def _rule_matches(
     rule: Rule, caller: Caller, key: str, operation: str, context: Mapping[str, str]
 ) -> bool:
+    """Everything but the caller's name, which decide() checks with the bare name found once."""
     return (
         ("*" in rule.operations or operation in rule.operations)
-        and _any_glob(caller.name, rule.callers)
         and _any_glob(key, rule.keys)
         and _context_ok(rule, caller, context)
     )
@@ -99,7 +156,10 @@ def decide(
 ) -> Decision:
     """Deny by default; an explicit deny beats any allow."""
     allow: Rule | None = None
+    bare = _bare_name(caller.name, policy.identity_names)
     for rule in policy.rules:
+        if not _named(rule.callers, caller.name, bare):
+            continue
         if not _rule_matches(rule, caller, key, operation, context):
             continue
         if rule.effect == "deny":
@@ -114,8 +174,9 @@ def decide(
 def matching_limits(policy: Policy, caller: Caller, key: str) -> list[tuple[Limit, str]]:
     """Each limit that applies, with its bucket's scope (the key, or "" for per-caller)."""
     out: list[tuple[Limit, str]] = []
+    bare = _bare_name(caller.name, policy.identity_names)
     for limit in policy.limits:
-        if not _any_glob(caller.name, limit.callers):
+        if not _named(limit.callers, caller.name, bare):
             continue
         if limit.keys is None:
             out.append((limit, ""))

@@ -12,23 +12,42 @@ import pwd
 import re
 import tomllib
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker.errors import ConfigError
 from broker.policy.authorizer import OPERATIONS
+from broker.policy.engine import identify, listener_caller
 from broker.policy.model import (
     CALLER_REF_PREFIX,
     RESERVED_ATTRIBUTES,
     SELECTORS,
+    SELECTORS_BY_LISTENER,
+    SPIFFE_SCHEME,
     Identity,
     Limit,
     Policy,
     Rule,
+    name_kind,
 )
 
-__all__ = ["PolicyError", "load_policy_file", "parse_policy"]
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+
+__all__ = [
+    "PolicyError",
+    "check_callers",
+    "listener_patterns",
+    "load_policy_file",
+    "parse_policy",
+]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# what a bare caller pattern may hold: identity-name characters and glob characters
+_BARE = re.compile(r"^[A-Za-z0-9._:*?!\[\]-]{1,64}$")
+_UID = re.compile(r"^[0-9*?!\[\]-]+$")
+_LISTENER_OF = {s: kind for kind, group in SELECTORS_BY_LISTENER.items() for s in group}
 _ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _TOP = frozenset({"version", "identities", "rules", "limits"})
 _RULE_FIELDS = frozenset({"id", "callers", "keys", "operations", "context", "effect"})
@@ -108,18 +127,74 @@ def _attributes(where: str, field: str, raw: object) -> dict[str, str]:
     return out
 
 
+def _one_listener_kind(where: str, field: str, selectors: Mapping[str, str]) -> None:
+    """Refuse an identity no single transport could attest (it would match nobody, or worse)."""
+    first, *others = selectors
+    for other in others:
+        if _LISTENER_OF[other] != _LISTENER_OF[first]:
+            kinds = f"{_LISTENER_OF[first]}, {_LISTENER_OF[other]}"
+            raise _fail(
+                where,
+                field,
+                f"{first} and {other} are attested by different listeners ({kinds}); "
+                "one identity takes the selectors of one listener kind",
+            )
+
+
 def _identity(where: str, name: str, raw: object) -> Identity:
     field = f"identities.{name}"
     if not _ID.match(name):
         raise _fail(where, field, "identity names are 1..64 characters of [A-Za-z0-9._:-]")
+    kind = name_kind(name)
+    if kind is not None:
+        problem = f'names starting with "{kind}:" are the names transports give'
+        raise _fail(where, field, f"{problem}; choose another name")
     if not isinstance(raw, Mapping):
         raise _fail(where, field, "expected a table")
     _unknown(where, field, raw, frozenset({*SELECTORS, "attributes"}))
     selectors = {s: _selector(where, f"{field}.{s}", s, raw[s]) for s in SELECTORS if s in raw}
     if not selectors:
         raise _fail(where, field, f"needs at least one of {', '.join(SELECTORS)}")
+    _one_listener_kind(where, field, selectors)
     attributes = _attributes(where, f"{field}.attributes", raw.get("attributes", {}))
     return Identity(name, selectors, attributes)
+
+
+def _typed_problem(pattern: str, kind: str) -> str | None:
+    value = pattern[len(kind) + 1 :]
+    if not value:
+        return f'"{pattern}" needs a value after "{kind}:"'
+    if kind == "uid" and not _UID.match(value):
+        return (
+            f'"{pattern}": uid: takes a number, such as "uid:1001"; '
+            f'or define an identity with uid = "{value}"'
+        )
+    if kind == "spiffe" and not pattern.startswith(SPIFFE_SCHEME):
+        hint = value if value.startswith(SPIFFE_SCHEME) else f"{SPIFFE_SCHEME}TRUST-DOMAIN/PATH"
+        return f'"{pattern}": write the SPIFFE ID as it is, "{hint}"'
+    return None
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """Why a caller pattern cannot be used, with how to write it; None when it can."""
+    kind = name_kind(pattern)
+    if kind is not None:
+        return _typed_problem(pattern, kind)
+    if not _BARE.match(pattern):
+        return (
+            f'"{pattern}" is not an identity name; '
+            f'write "dns:{pattern}" or "cn:{pattern}" for a client certificate'
+        )
+    return None
+
+
+def _callers(where: str, field: str, raw: object) -> tuple[str, ...]:
+    patterns = _strings(where, field, raw)
+    for pattern in patterns:
+        problem = _pattern_problem(pattern)
+        if problem is not None:
+            raise _fail(where, field, problem)
+    return patterns
 
 
 def _context(where: str, field: str, raw: object) -> dict[str, tuple[str, ...]]:
@@ -161,7 +236,7 @@ def _rule(where: str, index: int, raw: object, seen: set[str]) -> Rule:
         raise _fail(where, f"{field}.effect", "must be allow or deny")
     return Rule(
         id=rule_id,
-        callers=_strings(where, f"{field}.callers", raw.get("callers")),
+        callers=_callers(where, f"{field}.callers", raw.get("callers")),
         keys=_strings(where, f"{field}.keys", raw.get("keys")),
         operations=_operations(where, f"{field}.operations", raw.get("operations")),
         context=_context(where, f"{field}.context", raw.get("context", {})),
@@ -191,7 +266,7 @@ def _limit(where: str, index: int, raw: object, seen: set[str]) -> Limit:
     keys = raw.get("keys")
     return Limit(
         id=limit_id,
-        callers=_strings(where, f"{field}.callers", raw.get("callers")),
+        callers=_callers(where, f"{field}.callers", raw.get("callers")),
         rate=rate,
         burst=int(burst),
         keys=None if keys is None else _strings(where, f"{field}.keys", keys),
@@ -241,3 +316,51 @@ def load_policy_file(path: Path, table: str | None = None) -> Policy:
             raise PolicyError(f"{where}: [{table}] must be a table")
         data = {k: v for k, v in section.items() if k != "file"}
     return parse_policy(data, where)
+
+
+def _bare_patterns(policy: Policy) -> Iterator[tuple[str, str]]:
+    """(field, pattern) for every caller pattern naming identities or listeners, not `*`."""
+    fields = [(f"rules[{i}].callers", rule.callers) for i, rule in enumerate(policy.rules)]
+    fields += [(f"limits[{i}].callers", limit.callers) for i, limit in enumerate(policy.limits)]
+    for field, patterns in fields:
+        for pattern in patterns:
+            if pattern != "*" and name_kind(pattern) is None:
+                yield field, pattern
+
+
+def listener_patterns(policy: Policy) -> list[str]:
+    """Bare caller patterns no identity of the policy matches: only a unix listener can."""
+    names = policy.identity_names
+    return [p for _, p in _bare_patterns(policy) if not any(fnmatchcase(n, p) for n in names)]
+
+
+def check_callers(policy: Policy, listeners: Collection[str]) -> None:
+    """Refuse a bare caller name the daemon's unix listeners leave unmatched or ambiguous.
+
+    `listeners` are the identities of the daemon's unix listeners, known at start and to
+    `policy check` of a configuration file. A bare name must be a policy identity or one of
+    them; it must not be both an identity and a listener whose callers are not that identity.
+    """
+    names = policy.identity_names
+    clashing = sorted(
+        x for x in listeners if x in names and identify(policy, listener_caller(x)).name != x
+    )
+    reachable = names | frozenset(listeners)
+    for field, pattern in _bare_patterns(policy):
+        clash = next((x for x in clashing if fnmatchcase(x, pattern)), None)
+        if clash is not None:
+            raise _fail(
+                policy.source,
+                field,
+                f'"{pattern}" names [identities.{clash}], which the callers of the unix '
+                f'listener "{clash}" are not; write "listener:{clash}" for them, or rename '
+                "the identity",
+            )
+        if not any(fnmatchcase(n, pattern) for n in reachable):
+            raise _fail(
+                policy.source,
+                field,
+                f'"{pattern}" names no identity and no unix listener; write '
+                f'"listener:{pattern}" for a unix listener, "dns:{pattern}" or "cn:{pattern}" '
+                "for a client certificate",
+            )

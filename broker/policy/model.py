@@ -14,23 +14,61 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "CALLER_KINDS",
     "CALLER_REF_PREFIX",
     "DEFAULT_DENY",
+    "NAME_KINDS",
     "RESERVED_ATTRIBUTES",
     "SELECTORS",
+    "SELECTORS_BY_LISTENER",
+    "SPIFFE_SCHEME",
     "Decision",
     "Identity",
     "Limit",
     "Policy",
     "Rule",
+    "name_kind",
+    "transport_name",
 ]
 
 DEFAULT_DENY = "default-deny"
 CALLER_REF_PREFIX = "caller."
-# selectors an identity may be defined by; each names an attribute the transport attests
-SELECTORS = ("listener", "uid", "gid", "exe", "spiffe_id", "dns", "cn")
+# the selectors an identity may be defined by, by the kind of listener that attests them; an
+# identity takes the selectors of one listener kind, so it matches callers of that kind only
+SELECTORS_BY_LISTENER: Mapping[str, tuple[str, ...]] = {
+    "unix": ("listener",),
+    "peercred": ("uid", "gid", "exe"),
+    "tcp": ("spiffe_id", "dns", "cn"),
+}
+SELECTORS = tuple(s for group in SELECTORS_BY_LISTENER.values() for s in group)
 # attributes set by transports; a policy cannot assign them to an identity
 RESERVED_ATTRIBUTES = frozenset({*SELECTORS, "groups", "pid", "start_time"})
+# Caller.kind as each transport sets it -> the kind of listener that attested the caller
+CALLER_KINDS: Mapping[str, str] = {
+    "listener": "unix",
+    "peercred": "peercred",
+    "spiffe": "tcp",
+    "dns": "tcp",
+    "cn": "tcp",
+}
+# the prefixes of the names transports give callers no identity matches (`cn:ops`, `uid:0`,
+# and a SPIFFE ID as it is, its scheme being its kind); identity names never start with one,
+# so no caller can take another kind's name
+NAME_KINDS = frozenset({"listener", "uid", "spiffe", "dns", "cn"})
+SPIFFE_SCHEME = "spiffe://"
+
+
+def transport_name(kind: str, value: str) -> str:
+    """The typed name a transport gives a caller, so no value can pass for another kind."""
+    if kind == "spiffe" and value.startswith(SPIFFE_SCHEME):
+        return value
+    return f"{kind}:{value}"
+
+
+def name_kind(name: str) -> str | None:
+    """The transport kind a caller name or pattern is typed with; None for identity names."""
+    kind, sep, _ = name.partition(":")
+    return kind if sep and kind in NAME_KINDS else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +115,11 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     limits: tuple[Limit, ...] = ()
     source: str = ""
+    identity_names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Index the identity names once: every decision asks whether a name is one."""
+        object.__setattr__(self, "identity_names", frozenset(i.name for i in self.identities))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from broker.policy.authorizer import Caller
-from broker.policy.engine import identify
+from broker.policy.engine import identify, listener_caller
 
 if TYPE_CHECKING:
+    from broker.policy.authorizer import Caller
     from broker.policy.engine import PolicyHolder
     from broker.rpc.calls import Context
 
@@ -20,14 +20,18 @@ __all__ = ["ListenerIdentity"]
 
 
 class ListenerIdentity:
-    """Every caller of this listener is the listener's configured identity (sidecar sockets)."""
+    """Every caller of this listener is the listener's configured identity (sidecar sockets).
+
+    Unless a policy identity selects it, the caller is named `listener:NAME`, a name no
+    certificate or peer credential can take.
+    """
 
     def __init__(self, name: str, policy: PolicyHolder) -> None:
         """Bind the listener's identity name."""
-        self._raw = Caller(kind="listener", name=name, attributes={"listener": name})
+        self._raw = listener_caller(name)
         self._policy = policy
 
     def __call__(self, context: Context) -> Caller:
-        """The listener's identity, with the attributes the policy gives it."""
+        """The listener's caller, mapped through the policy in force."""
         del context
         return identify(self._policy.current, self._raw)

@@ -20,6 +20,7 @@ import structlog
 from broker.errors import UnauthenticatedError
 from broker.policy.authorizer import Caller
 from broker.policy.engine import identify
+from broker.policy.model import transport_name
 
 if TYPE_CHECKING:
     from broker.policy.engine import PolicyHolder
@@ -137,5 +138,7 @@ class PeercredIdentity:
             "start_time": str(creds.start_time),
             "exe": exe,
         }
-        raw = Caller(kind="peercred", name=f"uid:{creds.uid}", attributes=attributes)
+        raw = Caller(
+            kind="peercred", name=transport_name("uid", str(creds.uid)), attributes=attributes
+        )
         return identify(self._policy.current, raw)

@@ -3,7 +3,8 @@
 grpc-python 1.85 has no minimum-TLS-version setting, so the handshake may negotiate TLS 1.2;
 the identity resolver then refuses every call on that connection (UNAUTHENTICATED) using the
 `ssl_tls_version` the auth context reports. Identity: the SPIFFE ID (`peer_spiffe_id`, the
-single URI SAN), else the first DNS SAN (`peer_dns`), else the subject CN.
+single URI SAN), else the first DNS SAN (`peer_dns`), else the subject CN, named with its kind
+(the SPIFFE ID as it is, `dns:…`, `cn:…`) so that no certificate passes for a listener or a uid.
 
 Certificates reload through `grpc.dynamic_ssl_server_credentials`, whose fetcher runs on
 every handshake: it compares three stat() results and reads files only when they changed.
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from broker.errors import ConfigError, UnauthenticatedError
 from broker.policy.authorizer import Caller
 from broker.policy.engine import identify
+from broker.policy.model import transport_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -62,7 +64,7 @@ def tls_caller(auth: Mapping[str, Iterable[bytes]]) -> Caller:
     attributes = {k: v for k, v in (("spiffe_id", spiffe), ("dns", dns), ("cn", cn)) if v}
     for kind, name in (("spiffe", spiffe), ("dns", dns), ("cn", cn)):
         if name:
-            return Caller(kind=kind, name=name, attributes=attributes)
+            return Caller(kind=kind, name=transport_name(kind, name), attributes=attributes)
     raise UnauthenticatedError
 
 

@@ -200,11 +200,16 @@ class TestAuthContext:
     }
 
     def test_precedence(self):
-        """SPIFFE ID, then DNS SAN, then CN."""
+        """SPIFFE ID, then DNS SAN, then CN, each name typed by its kind."""
         spiffe = {**self.BASE, "peer_spiffe_id": [b"spiffe://x/y"], "peer_dns": [b"d.x"]}
-        assert tls_caller(spiffe).name == "spiffe://x/y"
-        assert tls_caller({**self.BASE, "peer_dns": [b"d.x"]}).name == "d.x"
-        assert tls_caller(self.BASE).kind == "cn"
+        dns = {**self.BASE, "peer_dns": [b"d.x"]}
+        named = [(c.kind, c.name) for c in map(tls_caller, (spiffe, dns, self.BASE))]
+        assert named == [("spiffe", "spiffe://x/y"), ("dns", "dns:d.x"), ("cn", "cn:cn-name")]
+
+    @pytest.mark.parametrize("cn", [b"ops", b"uid:0", b"listener:ops", b"spiffe://x/y"])
+    def test_a_certificate_name_is_never_another_kind(self, cn):
+        """Whatever a CN says, the caller's name is `cn:` followed by it."""
+        assert tls_caller({**self.BASE, "x509_common_name": [cn]}).name == f"cn:{cn.decode()}"
 
     @pytest.mark.parametrize(
         "change",

@@ -55,7 +55,7 @@ POLICY = parse_policy(
 
 
 def _listener(name: str) -> Caller:
-    return identify(POLICY, Caller("listener", name, {"listener": name}))
+    return identify(POLICY, Caller("listener", f"listener:{name}", {"listener": name}))
 
 
 def _peer(uid: int, gid: int = 100, groups: str = "", exe: str = "/bin/x") -> Caller:
@@ -164,3 +164,112 @@ class TestIdentify:
     def test_all_selectors_must_match(self):
         """Both uid and exe must match: the right uid with another executable is not `tool`."""
         assert _peer(1600, exe="/usr/bin/other").name == "uid:1600"
+
+
+# Raw callers as each transport names them when no policy identity matches.
+UNIX_OPS = Caller("listener", "listener:ops", {"listener": "ops"})
+ROOT = Caller("peercred", "uid:0", {"uid": "0", "gid": "0", "groups": "0", "exe": "/bin/sh"})
+CN_OPS = Caller("cn", "cn:ops", {"cn": "ops"})
+CN_ROOT = Caller("cn", "cn:uid:0", {"cn": "uid:0"})
+CN_LISTENER = Caller("cn", "cn:listener:ops", {"cn": "listener:ops"})
+DNS_OPS = Caller("dns", "dns:ops", {"dns": "ops", "cn": "ops"})
+PAYMENTS_ID = "spiffe://example.org/payments/api"
+SPIFFE_PAY = Caller("spiffe", PAYMENTS_ID, {"spiffe_id": PAYMENTS_ID})
+CN_PAY = Caller("cn", f"cn:{PAYMENTS_ID}", {"cn": PAYMENTS_ID})
+
+
+def _allowed(pattern: str, raw: Caller, identities: dict[str, object] | None = None) -> bool:
+    """Whether a one-rule policy naming `pattern` lets raw (mapped through it) encrypt."""
+    rule = {"id": "r", "callers": [pattern], "keys": ["k"], "operations": ["encrypt"]}
+    policy = parse_policy({"identities": identities or {}, "rules": [rule]}, "t")
+    return decide(policy, identify(policy, raw), "k", "encrypt", {}).allowed
+
+
+class TestCallerKinds:
+    """A rule names one kind of caller: no certificate reaches a listener's or uid's rules."""
+
+    @pytest.mark.parametrize(
+        ("pattern", "raw", "allowed"),
+        [
+            ("ops", UNIX_OPS, True),
+            ("listener:ops", UNIX_OPS, True),
+            ("listener:op*", UNIX_OPS, True),
+            ("ops", CN_OPS, False),
+            ("ops", DNS_OPS, False),
+            ("*ops", CN_OPS, False),
+            ("o?s", DNS_OPS, False),
+            ("listener:ops", CN_OPS, False),
+            ("listener:ops", CN_LISTENER, False),
+            ("listener:*", CN_LISTENER, False),
+            ("uid:0", ROOT, True),
+            ("uid:*", ROOT, True),
+            ("uid:0", CN_ROOT, False),
+            ("uid:*", CN_ROOT, False),
+            ("cn:ops", CN_OPS, True),
+            ("cn:ops", UNIX_OPS, False),
+            ("cn:ops", DNS_OPS, False),
+            ("dns:ops", DNS_OPS, True),
+            ("dns:*", CN_OPS, False),
+            ("cn:*", ROOT, False),
+            ("spiffe://example.org/payments/*", SPIFFE_PAY, True),
+            ("spiffe://example.org/payments/*", CN_PAY, False),
+            ("spiffe://*", CN_PAY, False),
+            ("spiffe://*", UNIX_OPS, False),
+            ("*api", SPIFFE_PAY, False),
+            ("*", UNIX_OPS, True),
+            ("*", ROOT, True),
+            ("*", CN_OPS, True),
+        ],
+    )
+    def test_pattern_reaches_only_its_kind(self, pattern, raw, allowed):
+        """Each row: the rule's caller pattern, the transport's caller, allowed?"""
+        assert _allowed(pattern, raw) is allowed
+
+    @pytest.mark.parametrize(
+        ("identities", "pattern", "raw", "allowed"),
+        [
+            ({"ops": {"uid": 0}}, "ops", ROOT, True),
+            ({"ops": {"uid": 0}}, "ops", UNIX_OPS, False),
+            ({"ops": {"uid": 0}}, "listener:ops", UNIX_OPS, True),
+            ({"ops": {"listener": "ops"}}, "ops", UNIX_OPS, True),
+            ({"ops": {"cn": "ops"}}, "ops", CN_OPS, True),
+            ({"ops": {"cn": "ops"}}, "ops", UNIX_OPS, False),
+            ({"ops": {"listener": "ops"}}, "ops", CN_OPS, False),
+            ({"root": {"uid": 0}}, "root", CN_ROOT, False),
+        ],
+    )
+    def test_bare_name_is_the_policy_identity_first(self, identities, pattern, raw, allowed):
+        """A bare name is the policy's identity; a listener's only when no identity has it."""
+        assert _allowed(pattern, raw, identities) is allowed
+
+
+class TestIdentifyByTransport:
+    """An identity matches callers of the listener kind its selectors come from, only."""
+
+    @pytest.mark.parametrize(
+        ("selectors", "raw", "name"),
+        [
+            ({"cn": "*"}, CN_OPS, "x"),
+            ({"cn": "*"}, UNIX_OPS, "listener:ops"),
+            ({"cn": "*"}, ROOT, "uid:0"),
+            ({"dns": "*"}, CN_OPS, "cn:ops"),
+            ({"dns": "*"}, DNS_OPS, "x"),
+            ({"spiffe_id": "*"}, ROOT, "uid:0"),
+            ({"spiffe_id": "*"}, CN_PAY, f"cn:{PAYMENTS_ID}"),
+            ({"spiffe_id": "spiffe://example.org/*"}, SPIFFE_PAY, "x"),
+            ({"listener": "ops"}, CN_LISTENER, "cn:listener:ops"),
+            ({"listener": "ops"}, UNIX_OPS, "x"),
+            ({"uid": 0}, CN_ROOT, "cn:uid:0"),
+            ({"uid": 0}, ROOT, "x"),
+        ],
+    )
+    def test_selectors_of_one_transport(self, selectors, raw, name):
+        """Each row: identity x's selectors, the transport's caller, the name it gets."""
+        policy = parse_policy({"identities": {"x": selectors}}, "t")
+        assert identify(policy, raw).name == name
+
+    def test_kind_is_kept(self):
+        """A named identity keeps the transport's kind, so audit records say how it was attested."""
+        policy = parse_policy({"identities": {"pay": {"spiffe_id": PAYMENTS_ID}}}, "t")
+        caller = identify(policy, SPIFFE_PAY)
+        assert (caller.kind, caller.name) == ("spiffe", "pay")
