@@ -3,6 +3,11 @@
 Handlers receive the resolved `Caller` instead of the gRPC context, so identity is set at the
 transport and never in handlers. Domain errors become status codes through rpc/status.py;
 unexpected ones become INTERNAL "internal error", the detail logged under the request id.
+
+gRPC decodes each request before any handler runs, and a decoder that raises escapes all of
+this. So every service is registered with decoders from `request_reader`, which never raise:
+bytes that are no message, or more than one call may carry, become a `RefusedRequest`, and the
+wrappers below refuse it like any invalid request (INVALID_ARGUMENT, audited, one log line).
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from __future__ import annotations
 import functools
 import secrets
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
-from broker.errors import BrokerError, KmsAuthenticationError
+from broker.errors import BrokerError, InvalidRequestError, KmsAuthenticationError
 from broker.rpc.status import REASON_METADATA_KEY, REQUEST_ID_METADATA_KEY, status_for
 
 if TYPE_CHECKING:
@@ -25,11 +32,14 @@ if TYPE_CHECKING:
     from broker.rpc.metrics import RpcMetrics
 
 __all__ = [
+    "UNDECODABLE",
     "UNOBSERVED",
     "CallObserver",
     "IdentityResolver",
     "ObservedCall",
+    "RefusedRequest",
     "ServicerBase",
+    "request_reader",
     "streaming",
     "unary",
 ]
@@ -39,6 +49,56 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 S = TypeVar("S", bound="ServicerBase")
 Context = grpc.aio.ServicerContext[Any, Any]
+UNDECODABLE = "request could not be decoded"
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedRequest:
+    """What a handler gets instead of a request gRPC could not give it; the wrappers refuse it."""
+
+    message: str
+
+
+def _too_large(size: int, max_bytes: int, *, stream: bool) -> str:
+    """The refusal of a message over what one call may carry, naming the setting behind it."""
+    what, unit, advice = (
+        ("stream message", "message", "send smaller chunks")
+        if stream
+        else ("request", "call", "send less per call, or use EncryptStream for large payloads")
+    )
+    return (
+        f"{what} is {size} bytes, over the {max_bytes} bytes one {unit} may carry "
+        f"(server.max_plaintext_bytes plus framing); {advice}"
+    )
+
+
+def request_reader(
+    decode: Callable[[bytes], object], max_bytes: int, *, stream: bool
+) -> Callable[[bytes], object]:
+    """A request decoder that never raises, so every bad request reaches the pipeline."""
+
+    def read(data: bytes) -> object:
+        if len(data) > max_bytes:
+            return RefusedRequest(_too_large(len(data), max_bytes, stream=stream))
+        try:
+            return decode(data)
+        except DecodeError:
+            return RefusedRequest(UNDECODABLE)
+
+    return read
+
+
+def _usable(request: Req) -> Req:
+    """The request itself; InvalidRequestError when the request reader refused it."""
+    if isinstance(request, RefusedRequest):
+        raise InvalidRequestError(request.message)
+    return request
+
+
+async def _usable_stream(requests: AsyncIterator[Req]) -> AsyncIterator[Req]:
+    """The stream's requests, failing at the first one the request reader refused."""
+    async for request in requests:
+        yield _usable(request)
 
 
 class IdentityResolver(Protocol):
@@ -161,7 +221,8 @@ def unary(
         async def handler(self: S, request: Req, context: Context) -> Resp:
             call, started = self.observer.begin(method, secrets.token_hex(8)), time.perf_counter()
             try:
-                response = await fn(self, request, call.attest(self.identity(context)))
+                caller = call.attest(self.identity(context))
+                response = await fn(self, _usable(request), caller)
                 call.end("OK", response)
             except Exception as exc:
                 failure = call.fail(exc)
@@ -195,7 +256,8 @@ def streaming(
         ) -> AsyncIterator[Resp]:
             call, started = self.observer.begin(method, secrets.token_hex(8)), time.perf_counter()
             try:
-                async for response in fn(self, requests, call.attest(self.identity(context))):
+                caller = call.attest(self.identity(context))
+                async for response in fn(self, _usable_stream(requests), caller):
                     call.flush()
                     yield response
                 call.end("OK", None)

@@ -42,6 +42,9 @@ __all__ = [
 
 log = structlog.get_logger("keybroker.server")
 _MESSAGE_OVERHEAD = 1 << 20  # room for envelope headers and protobuf framing
+# Messages up to this many times the largest valid request reach the pipeline, which refuses
+# them with INVALID_ARGUMENT naming the setting; gRPC cuts off larger ones unbuffered.
+_RECEIVE_FACTOR = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,7 @@ class BrokerServer:
         self._specs = tuple(services)
         self._listeners = listeners
         self._max_message = max_plaintext_bytes + _MESSAGE_OVERHEAD
+        self._max_receive = _RECEIVE_FACTOR * self._max_message
         self._max_rpcs = max_concurrent_rpcs
         self.metrics = metrics or RpcMetrics()
         self._servers: list[grpc.aio.Server] = []
@@ -146,7 +150,7 @@ class BrokerServer:
 
     def _build(self, listener: UnixListener | SelfBoundListener) -> grpc.aio.Server:
         options = [
-            ("grpc.max_receive_message_length", self._max_message),
+            ("grpc.max_receive_message_length", self._max_receive),
             ("grpc.max_send_message_length", self._max_message),
             ("grpc.so_reuseport", 0),
         ]
@@ -155,7 +159,7 @@ class BrokerServer:
             servicer = spec.make(listener.identity, self.metrics)
             if self._observer is not None and isinstance(servicer, ServicerBase):
                 servicer.observer = self._observer
-            spec.add(servicer, server)
+            spec.register(servicer, server, max_request_bytes=self._max_message)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)

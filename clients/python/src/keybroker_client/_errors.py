@@ -188,6 +188,15 @@ _BY_CODE: dict[grpc.StatusCode, type[KeybrokerError]] = {
 
 _CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
+# gRPC's own words when a message is over a channel's or the daemon's size limit, and the name
+# the daemon gives the streaming call in its own refusals.
+_TRANSPORT_TOO_LARGE = "larger than max"
+_DAEMON_STREAM_ADVICE = "EncryptStream"
+_STREAM_METHODS: dict[type[KeybrokerError], str] = {
+    EncryptionError: "encrypt_stream",
+    DecryptionError: "decrypt_stream",
+}
+
 
 def _classify(
     code: grpc.StatusCode | None, reason: str, operation_error: type[KeybrokerError]
@@ -209,6 +218,27 @@ def _unavailable_message(code: grpc.StatusCode | None, details: str, target: str
         f"keybroker daemon{where} {what} ({details or 'no details'}); check that the "
         "daemon is running and that KEYBROKER_SOCKET names its socket"
     )
+
+
+def _too_large(
+    code: grpc.StatusCode | None, reason: str, details: str, operation_error: type[KeybrokerError]
+) -> str | None:
+    """The message for a request too large for one call, naming this client's streaming method.
+
+    gRPC refuses an oversize message with RESOURCE_EXHAUSTED, which reads as "retry later";
+    retrying cannot help, so it becomes InvalidParameterError with this message.
+    """
+    stream = _STREAM_METHODS.get(operation_error, "encrypt_stream")
+    refused_by_grpc = code == grpc.StatusCode.RESOURCE_EXHAUSTED and not reason
+    if refused_by_grpc and _TRANSPORT_TOO_LARGE in details:
+        return (
+            f"request too large for one call to the keybroker daemon ({details}); one call "
+            f"carries at most server.max_plaintext_bytes (4 MiB by default): use {stream} "
+            "for large payloads"
+        )
+    if reason == "INVALID_ARGUMENT" and _DAEMON_STREAM_ADVICE in details:
+        return f"{details} (in keybroker_client: {stream})"
+    return None
 
 
 def _metadata_value(metadata: Any, wanted: str) -> str:  # noqa: ANN401 - tuples or aio Metadata
@@ -236,6 +266,8 @@ def error_from_rpc(
     cls = _classify(code, reason, operation_error)
     if cls is BrokerUnavailableError:
         details = _unavailable_message(code, details, target)
+    elif (too_large := _too_large(code, reason, details, operation_error)) is not None:
+        cls, details = InvalidParameterError, too_large
     return cls(
         details or (code.name if code else "unknown error"),
         code=code,
