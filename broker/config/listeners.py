@@ -31,11 +31,15 @@ __all__ = [
 LISTENER_KINDS = ("unix", "peercred", "tcp")
 _FIELDS = {
     "unix": frozenset({"kind", "path", "mode", "owner", "group", "identity"}),
-    "peercred": frozenset({"kind", "path", "mode", "owner", "group"}),
+    "peercred": frozenset(
+        {"kind", "path", "mode", "owner", "group", "max_connections", "max_connections_per_uid"}
+    ),
     "tcp": frozenset({"kind", "address", "tls"}),
 }
 _IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+_MAX_CONNECTIONS = 4096  # a peercred listener's defaults; each connection costs 3 fds
+_MAX_CONNECTIONS_PER_UID = 256
 _PEER_NAME_RESERVE = 48  # "<uid>.<gid>.<pid>.<start>.<n>" for typical values
 # setting names that hold secrets: `token`, `vault_token`, `secret_access_key`; not `token_label`
 _SECRET_NAMES = re.compile(
@@ -65,6 +69,8 @@ class ListenerConfig:
     group: int | None = None
     identity: str = ""
     tls: TlsConfig | None = None
+    max_connections: int = _MAX_CONNECTIONS
+    max_connections_per_uid: int = _MAX_CONNECTIONS_PER_UID
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,24 @@ def _socket_path(label: str, raw: object, kind: str) -> Path:
     return path
 
 
+def _count(label: str, raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    raise ConfigError(f"{label}: expected an integer above 0")
+
+
+def _connection_caps(label: str, raw: Mapping[str, object]) -> tuple[int, int]:
+    """A peercred listener's max_connections and max_connections_per_uid."""
+    total = _count(f"{label}.max_connections", raw.get("max_connections", _MAX_CONNECTIONS))
+    per_uid = _count(
+        f"{label}.max_connections_per_uid",
+        raw.get("max_connections_per_uid", min(total, _MAX_CONNECTIONS_PER_UID)),
+    )
+    if per_uid > total:
+        raise ConfigError(f"{label}.max_connections_per_uid: at most max_connections ({total})")
+    return total, per_uid
+
+
 def _tls(label: str, raw: object) -> TlsConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{label}.tls: a tcp listener needs a [listeners.tls] table")
@@ -145,6 +169,7 @@ def _listener(label: str, raw: object) -> ListenerConfig:
     identity = raw.get("identity", "")
     if kind == "unix" and (not isinstance(identity, str) or not _IDENTITY.match(identity)):
         raise ConfigError(f"{label}.identity: a unix listener needs the identity of its callers")
+    total, per_uid = _connection_caps(label, raw)
     return ListenerConfig(
         kind,
         path=_socket_path(label, raw.get("path"), kind),
@@ -152,6 +177,8 @@ def _listener(label: str, raw: object) -> ListenerConfig:
         owner=_owner(f"{label}.owner", raw.get("owner"), group=False),
         group=_owner(f"{label}.group", raw.get("group"), group=True),
         identity=str(identity),
+        max_connections=total,
+        max_connections_per_uid=per_uid,
     )
 
 

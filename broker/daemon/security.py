@@ -28,7 +28,11 @@ from broker.policy.ratelimit import RateLimiter
 from broker.policy.source import PolicySource
 from broker.rpc.audit_calls import CallAuditor, PolicyAuthorizer, SecurityCounters
 from broker.transport.identity import ListenerIdentity
-from broker.transport.peercred_proxy import PeercredListener
+from broker.transport.peercred_proxy import (
+    REFUSAL_REASONS,
+    ConnectionLimits,
+    PeercredListener,
+)
 from broker.transport.server import SelfBoundListener, UnixListener
 from broker.transport.tls import TlsFiles, TlsListener
 
@@ -60,7 +64,18 @@ class Security:
 
     def collector(self) -> SecurityCollector:
         """Prometheus collector for these pieces."""
-        return SecurityCollector(self.counters, self.audit, lambda: dict(self.policy.reloads))
+        return SecurityCollector(
+            self.counters, self.audit, lambda: dict(self.policy.reloads), self._peercred_refused
+        )
+
+    def _peercred_refused(self) -> dict[str, int]:
+        """Connections the peercred listeners refused at accept, by reason, summed."""
+        total: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        for listener in self.listeners:
+            if isinstance(listener, PeercredListener):
+                for reason, n in listener.refused.items():
+                    total[reason] += n
+        return total
 
     async def start(self) -> None:
         """Start watching the policy file and emitting audit checkpoints."""
@@ -173,7 +188,10 @@ def _listener(lc: ListenerConfig, holder: PolicyHolder) -> UnixListener | SelfBo
         return TlsListener(lc.address, files, holder)
     assert lc.path is not None  # noqa: S101 - idem
     if lc.kind == "peercred":
-        return PeercredListener(lc.path, holder, mode=lc.mode, owner=lc.owner, group=lc.group)
+        limits = ConnectionLimits(lc.max_connections, lc.max_connections_per_uid)
+        return PeercredListener(
+            lc.path, holder, mode=lc.mode, owner=lc.owner, group=lc.group, limits=limits
+        )
     identity = ListenerIdentity(lc.identity, holder)
     return UnixListener(lc.path, identity, lc.mode, lc.owner, lc.group)
 

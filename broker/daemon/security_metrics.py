@@ -23,11 +23,13 @@ class SecurityCollector:
         counters: SecurityCounters,
         audit: AuditLog | None,
         reloads: Callable[[], dict[str, int]],
+        peercred_refused: Callable[[], dict[str, int]] = dict,
     ) -> None:
-        """Export these sources; `reloads` gives policy reload counts by result."""
+        """Export these sources; `reloads` by result, `peercred_refused` by reason."""
         self._counters = counters
         self._audit = audit
         self._reloads = reloads
+        self._peercred_refused = peercred_refused
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         """Yield the metric families."""
@@ -51,3 +53,11 @@ class SecurityCollector:
         audit.add_metric(["written"], self._audit.written if self._audit else 0)
         audit.add_metric(["failed"], self._audit.failures if self._audit else 0)
         yield audit
+        refused = CounterMetricFamily(
+            "keybroker_peercred_connections_refused",
+            "Connections a peercred listener closed at accept",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self._peercred_refused().items()):
+            refused.add_metric([reason], n)
+        yield refused

@@ -1,17 +1,21 @@
-"""Kernel-attested callers (SO_PEERCRED) for the peercred listener: naming and attestation.
+"""Kernel-attested callers (SO_PEERCRED) for the peercred listener: attestation and naming.
 
 grpc-python cannot see a Unix peer's credentials (docs/identity.md), so a front proxy
-(transport/peercred_proxy.py) reads SO_PEERCRED at accept and connects to the internal gRPC socket
-from a client socket bound to `<internal dir>/<uid>.<gid>.<pid>.<start>.<n>`. Only the daemon's
-user can bind in that 0700 directory, so the name grpc reports as `peer()` is trustworthy.
-Each call re-reads the process's start time (/proc/PID/stat field 22) before and after
-reading its executable and groups, so a pid reused by another process is UNAUTHENTICATED.
+(transport/peercred_proxy.py) attests each connection once, at accept: uid, gid and pid from
+SO_PEERCRED, supplementary groups from SO_PEERGROUPS, start time and executable from /proc. It
+connects to the internal gRPC socket from a client socket bound to
+`<internal dir>/<uid>.<gid>.<pid>.<start>.<n>` and files the attestation under that name in an
+`Attestations` table shared with the resolver. Only the daemon's user can bind in that 0700
+directory, so the name grpc reports as `peer()` is trustworthy; the resolver looks it up and
+needs no file descriptor and no /proc access per call (docs/threat-model.md says why that is
+as strong as re-reading /proc on every call).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import socket
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,15 +32,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INTERNAL_SOCKET",
-    "PeerCredentials",
+    "Attestation",
+    "Attestations",
     "PeercredIdentity",
+    "attest",
     "internal_dir",
+    "peer_uid",
     "process_start_time",
 ]
 
 log = structlog.get_logger("keybroker.peercred")
 INTERNAL_SOCKET = "grpc.sock"
-_NAME = re.compile(r"^(\d{1,10})\.(\d{1,10})\.(\d{1,10})\.(\d{1,20})\.(\d{1,20})$")
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not named by Python 3.11
+_GROUPS_FIRST_TRY = 64  # most processes have few groups; retried at the kernel's maximum
+_NGROUPS_MAX = 65536
 _STARTTIME_INDEX = 19  # field 22 of /proc/PID/stat, counted after "pid (comm)"
 
 
@@ -46,26 +56,33 @@ def internal_dir(public: Path) -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class PeerCredentials:
-    """What the kernel said at accept, plus the process's start time then."""
+class Attestation:
+    """What the kernel said about a connection's process when the proxy accepted it."""
 
     uid: int
     gid: int
     pid: int
     start_time: int
+    groups: str = ""
+    exe: str = ""
+    caller: Caller = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Build the raw caller once, so a call only maps it through the policy."""
+        attributes = {
+            "uid": str(self.uid),
+            "gid": str(self.gid),
+            "groups": self.groups,
+            "pid": str(self.pid),
+            "start_time": str(self.start_time),
+            "exe": self.exe,
+        }
+        raw = Caller("peercred", transport_name("uid", str(self.uid)), attributes)
+        object.__setattr__(self, "caller", raw)
 
     def socket_name(self, serial: int) -> str:
-        """The client socket name that carries these credentials to the resolver."""
+        """The client socket name under which this attestation is filed."""
         return f"{self.uid}.{self.gid}.{self.pid}.{self.start_time}.{serial}"
-
-    @classmethod
-    def from_name(cls, name: str) -> PeerCredentials | None:
-        """Parse a client socket name (None when it is not one of ours)."""
-        match = _NAME.match(name)
-        if match is None:
-            return None
-        uid, gid, pid, start, _ = (int(g) for g in match.groups())
-        return cls(uid, gid, pid, start)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -89,56 +106,86 @@ def _exe(pid: int) -> str:
         return ""
 
 
-def _groups(pid: int) -> str:
-    """The process's supplementary groups, comma-separated."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return ""
-    for line in status.splitlines():
-        if line.startswith("Groups:"):
-            return ",".join(line.split()[1:])
+def _groups(sock: socket.socket) -> str:
+    """The peer's supplementary groups when it connected, comma-separated (SO_PEERGROUPS)."""
+    for count in (_GROUPS_FIRST_TRY, _NGROUPS_MAX):
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, 4 * count)
+        except OSError:  # ERANGE: more groups than asked for
+            continue
+        return ",".join(str(g) for g in sorted(struct.unpack(f"{len(raw) // 4}I", raw)))
     return ""
 
 
-class PeercredIdentity:
-    """Resolves callers of a peercred listener from the peer name the proxy chose."""
+def _ucred(sock: socket.socket) -> tuple[int, int, int]:
+    """pid, uid and gid of whoever connected sock, as the kernel recorded them then."""
+    pid, uid, gid = _UCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    )
+    return pid, uid, gid
 
-    def __init__(self, directory: Path, policy: PolicyHolder) -> None:
-        """Accept only peers bound inside directory (the listener's internal directory)."""
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid that connected sock: enough to apply a per-uid cap before any /proc read."""
+    return _ucred(sock)[1]
+
+
+def attest(sock: socket.socket) -> Attestation | None:
+    """Attest an accepted connection's process; None when its pid is not visible to the daemon.
+
+    Uses one short-lived descriptor (/proc/PID/stat), so the proxy calls it only with headroom.
+    """
+    pid, uid, gid = _ucred(sock)
+    if pid <= 0:  # the peer is in a pid namespace this daemon cannot see
+        return None
+    start = process_start_time(pid)
+    if start is None:
+        return None
+    exe = _exe(pid)
+    if process_start_time(pid) != start:  # the pid was reused while exe was read
+        return None
+    return Attestation(uid, gid, pid, start, _groups(sock), exe)
+
+
+class Attestations:
+    """The attestations of the live connections of one listener, by client socket name."""
+
+    def __init__(self) -> None:
+        """Empty: the proxy files one per relayed connection and removes it on close."""
+        self._by_name: dict[str, Attestation] = {}
+
+    def add(self, name: str, attestation: Attestation) -> None:
+        """File a connection's attestation before it reaches the gRPC server."""
+        self._by_name[name] = attestation
+
+    def remove(self, name: str) -> None:
+        """Forget a closed connection."""
+        self._by_name.pop(name, None)
+
+    def get(self, name: str) -> Attestation | None:
+        """The attestation of a live connection."""
+        return self._by_name.get(name)
+
+
+class PeercredIdentity:
+    """Resolves callers of a peercred listener from the attestation of their connection."""
+
+    def __init__(self, directory: Path, policy: PolicyHolder, attestations: Attestations) -> None:
+        """Accept only peers bound inside directory and attested by the proxy."""
         self._prefix = f"unix:{directory.absolute()}/"
         self._policy = policy
+        self._attestations = attestations
 
-    def _credentials(self, peer: str) -> PeerCredentials:
+    def _attestation(self, peer: str) -> Attestation:
         if not peer.startswith(self._prefix):
             log.warning("peercred_rejected", reason="not_through_proxy")
             raise UnauthenticatedError
-        creds = PeerCredentials.from_name(peer[len(self._prefix) :])
-        if creds is None:
-            log.warning("peercred_rejected", reason="bad_peer_name")
+        found = self._attestations.get(peer[len(self._prefix) :])
+        if found is None:
+            log.warning("peercred_rejected", reason="unknown_connection")
             raise UnauthenticatedError
-        return creds
-
-    def _same_process(self, creds: PeerCredentials) -> None:
-        if process_start_time(creds.pid) != creds.start_time:
-            log.warning("peercred_rejected", reason="process_gone_or_pid_reused", pid=creds.pid)
-            raise UnauthenticatedError
+        return found
 
     def __call__(self, context: Context) -> Caller:
-        """Attest the calling process, re-checking it is still the one that connected."""
-        creds = self._credentials(context.peer())
-        self._same_process(creds)
-        exe, groups = _exe(creds.pid), _groups(creds.pid)
-        self._same_process(creds)
-        attributes = {
-            "uid": str(creds.uid),
-            "gid": str(creds.gid),
-            "groups": groups,
-            "pid": str(creds.pid),
-            "start_time": str(creds.start_time),
-            "exe": exe,
-        }
-        raw = Caller(
-            kind="peercred", name=transport_name("uid", str(creds.uid)), attributes=attributes
-        )
-        return identify(self._policy.current, raw)
+        """The caller attested at accept, mapped through the policy in force."""
+        return identify(self._policy.current, self._attestation(context.peer()).caller)

@@ -1,10 +1,12 @@
 """The peercred listener: a front proxy that carries SO_PEERCRED to the internal gRPC socket.
 
-Public socket (configured mode/owner/group) → accept → SO_PEERCRED and the peer's start time →
-a client socket bound to a name encoding them inside a 0700 directory (unlinked right after
-connect; the kernel keeps the name for getpeername) → the internal gRPC socket in that
-directory. Bytes are then relayed by two asyncio protocols with flow control in both
-directions. Only the daemon's user can reach the internal socket: the directory is 0700.
+Public socket (configured mode/owner/group) → accept → admission (fd headroom, the listener's
+connection caps in total and per uid) → attestation of the peer process, once
+(transport/peercred.py) → a client socket bound to a name encoding it inside a 0700 directory
+(unlinked right after connect; the kernel keeps the name for getpeername) → the internal gRPC
+socket in that directory. Bytes are then relayed by two asyncio protocols with flow control in
+both directions. Only the daemon's user can reach the internal socket: the directory is 0700.
+A refused connection is closed at accept; connections already relayed are never dropped.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import asyncio
 import contextlib
 import itertools
 import os
+import resource
 import socket
-import struct
+import time
+from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import structlog
@@ -22,10 +27,12 @@ import structlog
 from broker.errors import ConfigError
 from broker.transport.peercred import (
     INTERNAL_SOCKET,
-    PeerCredentials,
+    Attestation,
+    Attestations,
     PeercredIdentity,
+    attest,
     internal_dir,
-    process_start_time,
+    peer_uid,
 )
 from broker.transport.server import lock_socket, prepare_socket_dir
 from broker.transport.sockets import SUN_PATH_MAX, apply_ownership, bind_umask, private_dir
@@ -38,11 +45,25 @@ if TYPE_CHECKING:
     from broker.policy.engine import PolicyHolder
     from broker.rpc.calls import IdentityResolver
 
-__all__ = ["PeercredListener"]
+__all__ = ["FD_HEADROOM", "REFUSAL_REASONS", "ConnectionLimits", "PeercredListener"]
 
 log = structlog.get_logger("keybroker.peercred")
-_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _BACKLOG = 512
+# New connections are shed while fewer descriptors than this are left below RLIMIT_NOFILE: room
+# for the two more each relayed connection takes, the attestation's /proc read, the KMS, the
+# audit file and the other listeners.
+FD_HEADROOM = 64
+REFUSAL_REASONS = ("fd_limit", "max_connections", "max_connections_per_uid", "no_credentials")
+_FDS_PER_CONNECTION = 3  # the accepted socket, the upstream one, and gRPC's end of it
+_LOG_INTERVAL = 10.0  # seconds between two log lines for the same refusal reason
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """How many relayed connections a peercred listener keeps: in total and per uid."""
+
+    total: int = 4096
+    per_uid: int = 256
 
 
 class _Side(asyncio.Protocol):
@@ -90,6 +111,8 @@ class _Connection:
         self.upstream = _Side(self)
         self.client.other, self.upstream.other = self.upstream, self.client
         self.closed = False
+        self.name = ""  # the client socket name its attestation is filed under
+        self.uid = -1
 
     def made(self, side: _Side) -> None:
         if side is self.client:
@@ -105,48 +128,93 @@ class _Connection:
         self.proxy.forget(self)
 
 
-def _credentials(transport: asyncio.Transport) -> PeerCredentials | None:
-    """SO_PEERCRED of an accepted connection and the peer's start time, if it is visible."""
-    sock = transport.get_extra_info("socket")
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    pid, uid, gid = _UCRED.unpack(raw)
-    if pid <= 0:  # the peer is in a pid namespace this daemon cannot see
-        return None
-    start = process_start_time(pid)
-    return None if start is None else PeerCredentials(uid, gid, pid, start)
+class _RefusalLog:
+    """Counts refused connections by reason; logs at most one line per reason per interval."""
+
+    def __init__(self, path: Path, interval: float = _LOG_INTERVAL) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self._path = str(path)
+        self._interval = interval
+        self._next: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def refused(self, reason: str, **detail: int) -> None:
+        self.counts[reason] += 1
+        now = time.monotonic()
+        if now < self._next.get(reason, 0.0):
+            self._quiet[reason] = self._quiet.get(reason, 0) + 1
+            return
+        self._next[reason] = now + self._interval
+        log.warning(
+            "peercred_connections_refused",
+            socket=self._path,
+            reason=reason,
+            refused_since_last_line=self._quiet.pop(reason, 0) + 1,
+            **detail,
+        )
 
 
 class _Proxy:
     """Accepts on the public socket and relays each connection to the internal socket."""
 
-    def __init__(self, directory: Path, max_connections: int) -> None:
+    def __init__(self, directory: Path, limits: ConnectionLimits, public: Path) -> None:
         self._dir = directory
-        self._max = max_connections
+        self.limits = limits
+        self.attestations = Attestations()
+        self.refusals = _RefusalLog(public)
         self._serial = itertools.count()
         self._open: set[_Connection] = set()
+        self._per_uid: Counter[int] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def client_side(self) -> _Side:
         return _Connection(self).client
 
+    def _admit(self, sock: socket.socket) -> Attestation | None:
+        """Attest a new connection, or count why it is refused (cheapest checks first)."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY and sock.fileno() >= soft - FD_HEADROOM:
+            # descriptors are allocated lowest first: every lower number is in use
+            self.refusals.refused("fd_limit", fd=sock.fileno(), limit=soft)
+            return None
+        if len(self._open) >= self.limits.total:
+            self.refusals.refused("max_connections", limit=self.limits.total)
+            return None
+        uid = peer_uid(sock)
+        if self._per_uid[uid] >= self.limits.per_uid:
+            self.refusals.refused("max_connections_per_uid", uid=uid)
+            return None
+        attestation = attest(sock)
+        if attestation is None:
+            self.refusals.refused("no_credentials")
+        return attestation
+
     def accepted(self, conn: _Connection) -> None:
         transport = conn.client.transport
         assert transport is not None  # noqa: S101 - called from connection_made
-        creds = _credentials(transport)
-        if creds is None or len(self._open) >= self._max:
-            log.warning("peercred_refused", reason="no_credentials" if creds is None else "busy")
+        attestation = self._admit(transport.get_extra_info("socket"))
+        if attestation is None:
             conn.close()
             return
+        conn.uid = attestation.uid
         self._open.add(conn)
+        self._per_uid[attestation.uid] += 1
         transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._connect(conn, creds))
+        task = asyncio.get_running_loop().create_task(self._connect(conn, attestation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, conn: _Connection, creds: PeerCredentials) -> None:
+    async def _connect(self, conn: _Connection, attestation: Attestation) -> None:
         loop = asyncio.get_running_loop()
-        path = self._dir / creds.socket_name(next(self._serial))
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.name = attestation.socket_name(next(self._serial))
+        path = self._dir / conn.name
+        self.attestations.add(conn.name, attestation)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            log.warning("peercred_upstream_failed", error=str(exc))
+            conn.close()
+            return
         sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
         try:
             if len(os.fsencode(path)) > SUN_PATH_MAX:
@@ -168,7 +236,13 @@ class _Proxy:
             conn.client.transport.resume_reading()
 
     def forget(self, conn: _Connection) -> None:
-        self._open.discard(conn)
+        if conn.name:
+            self.attestations.remove(conn.name)
+        if conn in self._open:
+            self._open.discard(conn)
+            self._per_uid[conn.uid] -= 1
+            if not self._per_uid[conn.uid]:
+                del self._per_uid[conn.uid]
 
     def close_all(self) -> None:
         for task in list(self._tasks):
@@ -188,14 +262,16 @@ class PeercredListener:
         mode: int = 0o660,
         owner: int | None = None,
         group: int | None = None,
-        max_connections: int = 4096,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         """Prepare (not bind) the listener at path."""
         self.path = path
         self._dir = internal_dir(path)
-        self.identity: IdentityResolver = PeercredIdentity(self._dir, policy)
+        self._proxy = _Proxy(self._dir, limits or ConnectionLimits(), path)
+        self.identity: IdentityResolver = PeercredIdentity(
+            self._dir, policy, self._proxy.attestations
+        )
         self._mode, self._owner, self._group = mode, owner, group
-        self._proxy = _Proxy(self._dir, max_connections)
         self._lock: int | None = None
         self._sock: socket.socket | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -218,11 +294,32 @@ class PeercredListener:
         sock.listen(_BACKLOG)
         sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
 
+    @property
+    def refused(self) -> dict[str, int]:
+        """Connections refused at accept so far, by reason (for the metrics)."""
+        return dict(self._proxy.refusals.counts)
+
     async def serve(self) -> None:
         """Start accepting on the public socket."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(self._proxy.client_side, sock=self._sock)
-        log.info("listening", socket=str(self.path), mode=oct(self._mode), identity="peercred")
+        limits, soft = self._proxy.limits, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        log.info(
+            "listening",
+            socket=str(self.path),
+            mode=oct(self._mode),
+            identity="peercred",
+            max_connections=limits.total,
+            max_connections_per_uid=limits.per_uid,
+            open_files_limit=soft,
+        )
+        if soft != resource.RLIM_INFINITY and _FDS_PER_CONNECTION * limits.total > soft:
+            log.warning(
+                "peercred_fd_limit_below_max_connections",
+                socket=str(self.path),
+                open_files_limit=soft,
+                needed=_FDS_PER_CONNECTION * limits.total + FD_HEADROOM,
+            )
 
     async def stop_accepting(self) -> None:
         """Close the public socket; relayed connections keep running until close()."""

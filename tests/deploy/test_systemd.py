@@ -47,7 +47,9 @@ from deploy.sandbox import (
 )
 
 from broker import cli
+from broker.config.listeners import parse_listeners
 from broker.config.load import load_config
+from broker.transport.peercred_proxy import FD_HEADROOM
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -138,6 +140,13 @@ class TestServiceUnit:
         assert SERVICE["SystemCallFilter"][0] == "@system-service"
         for absent in ("PrivateUsers", "ProtectProc", "ProcSubset"):
             assert absent not in SERVICE, f"{absent} would break peercred listeners"
+
+    def test_fd_limit_leaves_room_for_the_connection_caps(self):
+        """LimitNOFILE=65536: a full peercred listener (3 fds a connection) stays far below it."""
+        limit = int(one("LimitNOFILE"))
+        assert limit == 65536
+        (peercred,) = parse_listeners([{"kind": "peercred", "path": "/run/keybroker/p.sock"}], "t")
+        assert 3 * peercred.max_connections + FD_HEADROOM < limit // 2
 
     @needs_analyze
     def test_systemd_analyze_verify(self, tmp_path):

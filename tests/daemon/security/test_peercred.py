@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +17,13 @@ from broker.policy.engine import PolicyHolder
 from broker.policy.loader import parse_policy
 from broker.rpc.gen import envelope_pb2 as pb
 from broker.rpc.gen import envelope_pb2_grpc
-from broker.transport.peercred import PeerCredentials, PeercredIdentity, process_start_time
+from broker.transport.peercred import (
+    Attestation,
+    Attestations,
+    PeercredIdentity,
+    attest,
+    process_start_time,
+)
 
 CONFIG = """
 [server]
@@ -137,40 +145,60 @@ class _Context:
 
 
 class TestAttestation:
-    """The resolver re-checks the process on every call (real /proc, no proxy needed)."""
+    """Attestation at accept (real /proc, a real socket pair) and resolution by peer name."""
 
     POLICY = parse_policy(
         {"identities": {"me": {"exe": str(Path(sys.executable).resolve()), "uid": os.getuid()}}},
         "t",
     )
 
-    def _resolver(self, tmp_path):
-        return PeercredIdentity(tmp_path, PolicyHolder(self.POLICY))
-
-    def _peer(self, tmp_path, start: int) -> _Context:
-        creds = PeerCredentials(os.getuid(), os.getgid(), os.getpid(), start)
-        return _Context(f"unix:{tmp_path}/{creds.socket_name(1)}")
+    def _resolve(self, tmp_path, attestations: Attestations, name: str):
+        resolver = PeercredIdentity(tmp_path, PolicyHolder(self.POLICY), attestations)
+        return resolver(_Context(f"unix:{tmp_path}/{name}"))
 
     def test_live_process_and_exe_identity(self, tmp_path):
-        """This process, with its real start time, resolves to the exe-defined identity."""
-        caller = self._resolver(tmp_path)(self._peer(tmp_path, process_start_time(os.getpid())))
+        """This process, attested through a socket pair, resolves to the exe-defined identity."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX)
+        with ours, theirs:
+            attestation = attest(ours)
+        assert attestation is not None
+        assert (attestation.pid, attestation.start_time) == (
+            os.getpid(),
+            process_start_time(os.getpid()),
+        )
+        attestations = Attestations()
+        attestations.add(attestation.socket_name(1), attestation)
+        caller = self._resolve(tmp_path, attestations, attestation.socket_name(1))
         assert caller.name == "me"
         assert caller.attributes["exe"] == str(Path(sys.executable).resolve())
+        assert caller.attributes["groups"] == ",".join(map(str, sorted(os.getgroups())))
 
-    def test_reused_pid_is_unauthenticated(self, tmp_path):
-        """A start time that differs from the live process's (pid reuse) is refused."""
-        stale = process_start_time(os.getpid()) - 1
+    def test_closed_connection_is_unauthenticated(self, tmp_path):
+        """A name whose connection is gone (or never was attested) is refused."""
+        attestations = Attestations()
+        attestation = Attestation(os.getuid(), os.getgid(), os.getpid(), 1)
+        attestations.add(attestation.socket_name(1), attestation)
+        attestations.remove(attestation.socket_name(1))
         with pytest.raises(UnauthenticatedError):
-            self._resolver(tmp_path)(self._peer(tmp_path, stale))
+            self._resolve(tmp_path, attestations, attestation.socket_name(1))
 
     @pytest.mark.parametrize("peer", ["unix:", "unix:/elsewhere/0.0.1.2.3", "ipv4:1.2.3.4:5"])
     def test_peer_not_through_proxy(self, tmp_path, peer):
         """A peer that did not come through the proxy's directory is refused."""
+        attestations = Attestations()
+        attestations.add("0.0.1.2.3", Attestation(0, 0, 1, 2))
+        resolver = PeercredIdentity(tmp_path, PolicyHolder(self.POLICY), attestations)
         with pytest.raises(UnauthenticatedError):
-            self._resolver(tmp_path)(_Context(peer))
+            resolver(_Context(peer))
 
     def test_gone_process(self, tmp_path):
-        """A pid that no longer exists is refused."""
-        creds = PeerCredentials(0, 0, 2**22 + 7, 1)
-        with pytest.raises(UnauthenticatedError):
-            self._resolver(tmp_path)(_Context(f"unix:{tmp_path}/{creds.socket_name(0)}"))
+        """A process that connected and exited before the proxy read /proc is not attested."""
+        path = tmp_path / "s.sock"
+        with socket.socket(socket.AF_UNIX) as listening:
+            listening.bind(str(path))
+            listening.listen()
+            code = f"import socket; socket.socket(socket.AF_UNIX).connect({str(path)!r})"
+            subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+            accepted, _ = listening.accept()
+            with accepted:
+                assert attest(accepted) is None
