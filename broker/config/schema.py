@@ -51,6 +51,11 @@ class ServerConfig:
     max_batch_items: int = 1000
     max_concurrent_rpcs: int = 1000
     allow_root: bool = False
+    max_streams_per_connection: int = 256
+    first_message_seconds: float = 10.0
+    stream_idle_seconds: float = 30.0
+    max_inflight_per_caller: int = 0  # 0: a quarter of max_concurrent_rpcs
+    request_memory_bytes: int = 128 << 20
 
 
 @dataclass(frozen=True, slots=True)

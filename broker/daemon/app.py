@@ -31,7 +31,7 @@ from broker.services.admin import KeyAdminService
 from broker.services.deks import DekLimits, DekProvider
 from broker.services.envelope import EnvelopeLimits, EnvelopeService
 from broker.services.keys import KeyRegistry, ResolvedKey
-from broker.transport.server import BrokerServer
+from broker.transport.server import BrokerServer, CallLimits
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -177,7 +177,14 @@ def build_app(cfg: Config) -> App:
         services,
         security.listeners,
         max_plaintext_bytes=cfg.server.max_plaintext_bytes,
-        max_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
+        limits=CallLimits(
+            max_concurrent_rpcs=cfg.server.max_concurrent_rpcs,
+            max_streams_per_connection=cfg.server.max_streams_per_connection,
+            first_message_seconds=cfg.server.first_message_seconds,
+            stream_idle_seconds=cfg.server.stream_idle_seconds,
+            max_inflight_per_caller=cfg.server.max_inflight_per_caller,
+            request_memory_bytes=cfg.server.request_memory_bytes,
+        ),
         observer=security.observer,
     )
     prober = prober_for(backends, cfg.keys.values(), cfg.health)

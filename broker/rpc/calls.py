@@ -12,6 +12,7 @@ wrappers below refuse it like any invalid request (INVALID_ARGUMENT, audited, on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
 import time
@@ -22,19 +23,26 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from broker.errors import BrokerError, InvalidRequestError, KmsAuthenticationError
+from broker.errors import (
+    BrokerError,
+    InvalidRequestError,
+    KmsAuthenticationError,
+    ResourceExhaustedError,
+)
 from broker.rpc.status import REASON_METADATA_KEY, REQUEST_ID_METADATA_KEY, status_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from broker.policy.authorizer import Caller
     from broker.rpc.metrics import RpcMetrics
 
 __all__ = [
+    "OVER_SHARE",
     "UNDECODABLE",
     "UNOBSERVED",
     "CallObserver",
+    "CallerShare",
     "IdentityResolver",
     "ObservedCall",
     "RefusedRequest",
@@ -50,13 +58,22 @@ Resp = TypeVar("Resp")
 S = TypeVar("S", bound="ServicerBase")
 Context = grpc.aio.ServicerContext[Any, Any]
 UNDECODABLE = "request could not be decoded"
+OVER_SHARE = (
+    "this caller has server.max_inflight_per_caller calls in progress on this listener; "
+    "retry when one has finished"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RefusedRequest:
-    """What a handler gets instead of a request gRPC could not give it; the wrappers refuse it."""
+    """What a handler gets instead of a request gRPC could not give it; the wrappers refuse it.
+
+    `retryable` marks a refusal for want of time or memory (RESOURCE_EXHAUSTED) rather than
+    for what the request holds (INVALID_ARGUMENT).
+    """
 
     message: str
+    retryable: bool = False
 
 
 def _too_large(size: int, max_bytes: int, *, stream: bool) -> str:
@@ -91,6 +108,8 @@ def request_reader(
 def _usable(request: Req) -> Req:
     """The request itself; InvalidRequestError when the request reader refused it."""
     if isinstance(request, RefusedRequest):
+        if request.retryable:
+            raise ResourceExhaustedError(request.message)
         raise InvalidRequestError(request.message)
     return request
 
@@ -99,6 +118,34 @@ async def _usable_stream(requests: AsyncIterator[Req]) -> AsyncIterator[Req]:
     """The stream's requests, failing at the first one the request reader refused."""
     async for request in requests:
         yield _usable(request)
+
+
+class CallerShare:
+    """Calls each caller has in progress on one listener, so no caller holds all its slots.
+
+    A cap of 0 lets every caller hold any number (the listener's own limit still applies).
+    """
+
+    def __init__(self, cap: int = 0) -> None:
+        """Allow each caller at most `cap` calls at once."""
+        self._cap = cap
+        self._held: dict[tuple[str, str], int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, caller: Caller) -> Iterator[None]:
+        """Count one call of `caller` while inside; ResourceExhaustedError over its share."""
+        key = (caller.kind, caller.name)
+        held = self._held.get(key, 0)
+        if self._cap and held >= self._cap:
+            raise ResourceExhaustedError(OVER_SHARE)
+        self._held[key] = held + 1
+        try:
+            yield
+        finally:
+            if self._held[key] == 1:
+                del self._held[key]
+            else:
+                self._held[key] -= 1
 
 
 class IdentityResolver(Protocol):
@@ -175,11 +222,12 @@ UNOBSERVED: CallObserver = _Unobserved()
 class ServicerBase:
     """State every servicer needs: the listener's identity resolver and the RPC metrics.
 
-    `observer` is the daemon's audit and rate-limit hook; BrokerServer sets it on each
-    servicer it builds.
+    `observer` is the daemon's audit and rate-limit hook and `share` the per-caller cap of
+    the listener's calls; BrokerServer sets both on each servicer it builds.
     """
 
     observer: CallObserver = UNOBSERVED
+    share: CallerShare = CallerShare()
 
     def __init__(self, identity: IdentityResolver, metrics: RpcMetrics) -> None:
         """Bind the servicer to one listener's identity source."""
@@ -222,7 +270,8 @@ def unary(
             call, started = self.observer.begin(method, secrets.token_hex(8)), time.perf_counter()
             try:
                 caller = call.attest(self.identity(context))
-                response = await fn(self, _usable(request), caller)
+                with self.share.hold(caller):
+                    response = await fn(self, _usable(request), caller)
                 call.end("OK", response)
             except Exception as exc:
                 failure = call.fail(exc)
@@ -257,9 +306,10 @@ def streaming(
             call, started = self.observer.begin(method, secrets.token_hex(8)), time.perf_counter()
             try:
                 caller = call.attest(self.identity(context))
-                async for response in fn(self, _usable_stream(requests), caller):
-                    call.flush()
-                    yield response
+                with self.share.hold(caller):
+                    async for response in fn(self, _usable_stream(requests), caller):
+                        call.flush()
+                        yield response
                 call.end("OK", None)
             except Exception as exc:  # noqa: BLE001 - every failure is mapped and logged
                 failure = call.fail(exc)
