@@ -6,8 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 5
+SOAK_OPS ?=
 
-.PHONY: run test test-python test-clients check lint format typecheck buflint generate generate-check install test-deps clean
+.PHONY: run test test-python test-fuzz test-clients fuzz soak check lint format typecheck buflint generate generate-check install test-deps clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +27,22 @@ test-deps: $(STAMP)
 	@if [ -x scripts/install-softhsm.sh ]; then scripts/install-softhsm.sh; fi
 	@if [ -x scripts/install-postgres.sh ]; then scripts/install-postgres.sh; fi
 
-test: test-python test-clients
+test: test-python test-fuzz test-clients
 
 test-python: test-deps generate-check
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# every fuzz harness for FUZZ_TEST_SECONDS, one PASS/FAIL line each (docs/reliability.md)
+test-fuzz: $(STAMP)
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_TEST_SECONDS)
+
+# the same harnesses for FUZZ_SECONDS each; failing inputs are kept in fuzz/crashes/
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+# 1,000,000 mixed operations (SOAK_OPS=N for fewer): errors and daemon RSS growth
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(if $(SOAK_OPS),--ops $(SOAK_OPS))
 
 # the Go, Node and Java clients, each against a real dev daemon
 test-clients: $(STAMP)
