@@ -420,7 +420,7 @@ class TestSidecarPod:
         """Audit records are in the audit volume's file and on stdout; the chain verifies."""
         audit = Path(pod.host(pod.config["audit"]["file"]))
         lines = audit.read_text().splitlines()
-        assert any(json.loads(line).get("caller") == "payments-app" for line in lines)
+        assert any(json.loads(line).get("caller") == "listener:payments-app" for line in lines)
         stdout = set(pod.sidecar.stdout().splitlines())
         assert set(lines) <= stdout
         out = subprocess.run(
