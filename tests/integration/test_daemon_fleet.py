@@ -261,7 +261,7 @@ class TestOutage:
             stub = admin_pb_grpc.KeyAdminServiceStub(channel)
             request = admin_pb.RotateKeyRequest(key="default")
             futures = [stub.RotateKey.future(request, timeout=30) for _ in range(5)]
-            pg_database.server.stop("immediate")
+            pg_database.server.crash()
             for f in futures:
                 try:
                     acknowledged.append(f.result().key.current_version)

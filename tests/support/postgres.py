@@ -18,9 +18,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +147,22 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: "fast" ends sessions cleanly, "immediate" is a crash (recovery next)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def crash(self, timeout: float = 30.0) -> None:
+        """Stop at once as `stop("immediate")` does (SIGQUIT to the postmaster), without a fork.
+
+        Tests with gRPC calls in flight use it: forking then is unreliable in grpc-python.
+        """
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        pytest.fail(f"the PostgreSQL postmaster {pid} did not stop within {timeout} s")
 
     def restart(self) -> None:
         """Start again after a stop (crash recovery runs first after an immediate stop)."""
